@@ -1,0 +1,66 @@
+"""``dgml-viz`` command line: a thin dispatcher over ``dgml_viz.commands.*``.
+
+Each command lives in its own module exposing ``HELP: str``,
+``add_arguments(parser)`` and ``run(args) -> int``; modules are imported only
+when their command runs, so ``dgml-viz --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from dgml_viz.errors import DgmlVizError
+
+#: command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("dgml_viz.commands.train", "train a grouping model from a recipe"),
+    "evaluate": ("dgml_viz.commands.evaluate", "retrieval metrics of a checkpoint"),
+    "heatmaps": ("dgml_viz.commands.heatmaps", "batch attention overlays for a folder"),
+    "gallery": ("dgml_viz.commands.gallery", "paper figure galleries (PDF/SVG/PNG + LaTeX)"),
+    "interpret": ("dgml_viz.commands.interpret", "quantitative interpretability report"),
+    "convert": ("dgml_viz.commands.convert", "import a reference-implementation checkpoint"),
+    "info": ("dgml_viz.commands.info", "describe a checkpoint"),
+}
+
+
+def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dgml-viz", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == wanted:  # only the chosen command's module is imported
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dgml-viz`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _build_parser(argv)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args._run(args) or 0)
+    except DgmlVizError as exc:
+        print(f"dgml-viz {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dgml-viz {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
