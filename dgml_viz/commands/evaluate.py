@@ -1,0 +1,72 @@
+"""``dgml-viz evaluate``: retrieval metrics of a checkpoint on a recipe's test split.
+
+    dgml-viz evaluate --ckpt runs/x/best.pt --config cub200 data.root=/data/CUB_200_2011
+    dgml-viz evaluate --ckpt runs/x/best.pt          # recipe stored in the checkpoint
+
+Prints the metrics as JSON on stdout and writes them (atomically) to ``--out``
+(default ``<ckpt>.metrics.json``). The eval transform is the checkpoint's own.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+HELP = "retrieval metrics (Recall@K, MAP@R, NMI, per-group Recall@1) of a checkpoint"
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True, help="dgml_viz checkpoint")
+    parser.add_argument("--config", help="recipe name or YAML file giving the dataset "
+                        "(default: the recipe stored in the checkpoint)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.root=...")
+    parser.add_argument("--split", help="query split (default: data.test_split)")
+    parser.add_argument("--out", help="metrics JSON path (default: <ckpt>.metrics.json)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dgml_viz.data.registry import build_dataset, dataset_spec
+    from dgml_viz.data.train_transforms import EvalTransform
+    from dgml_viz.errors import ConfigError
+    from dgml_viz.model.checkpoint import load_checkpoint, read_checkpoint_info
+    from dgml_viz.train.config import config_from_dict, load_config
+    from dgml_viz.train.distributed import resolve_device
+    from dgml_viz.train.loop import evaluate_model
+    from dgml_viz.utils.atomic import atomic_write_text
+
+    if args.config:
+        config = load_config(args.config, args.overrides)
+    else:
+        recipe = (read_checkpoint_info(args.ckpt).get("meta") or {}).get("recipe")
+        if not isinstance(recipe, dict):
+            raise ConfigError(f"{args.ckpt}: checkpoint stores no training recipe; pass --config")
+        from dgml_viz.train.config import apply_overrides
+
+        config = config_from_dict(apply_overrides(recipe, args.overrides))
+    device = resolve_device(args.device)
+    model = load_checkpoint(args.ckpt, map_location="cpu").to(device)
+    data = config["data"]
+    spec = dataset_spec(data["name"])
+    t = dict(model.transform)
+    extra = {"transform": EvalTransform(t["size"], t.get("resize", t["size"]), t["mean"], t["std"],
+                                        t.get("mode", "center_crop"))} if spec.takes_transform else {}
+    kwargs = dict(data.get("kwargs") or {})
+    split = args.split or data["test_split"]
+    query = build_dataset(data["name"], split, data.get("root"), **extra, **kwargs)
+    gallery = (build_dataset(data["name"], data["gallery_split"], data.get("root"), **extra, **kwargs)
+               if data.get("gallery_split") and not args.split else None)
+    metrics = evaluate_model(model, query, gallery, config["eval"], num_workers=int(config["train"]["num_workers"]),
+                             amp=bool(config["train"]["amp"]), seed=int(config["train"]["seed"]))
+    result = {"checkpoint": str(args.ckpt), "dataset": data["name"], "split": split,
+              "gallery_split": data.get("gallery_split") if gallery is not None else None,
+              "num_queries": len(query), "metrics": metrics}
+    out = Path(args.out) if args.out else Path(str(args.ckpt) + ".metrics.json")
+    text = json.dumps(result, indent=2)
+    atomic_write_text(out, text + "\n")
+    sys.stdout.write(text + "\n")
+    logger.info("wrote %s", out)
+    return 0

@@ -1,0 +1,526 @@
+"""The training loop: class-balanced batches, grouped metric loss, periodic evaluation.
+
+``train(config, run_dir, resume=False)`` writes into ``run_dir``:
+
+==================  ==============================================================
+``config.yaml``     the resolved recipe
+``last.pt``         checkpoint after the latest epoch (``save_checkpoint`` format)
+``best.pt``         checkpoint with the best ``train.checkpoint_metric`` so far
+``last_state.pt``   resumable state (weights, optimizer, scheduler, loss betas,
+                    epoch/step counters, history); plain tensors/dicts, loaded
+                    with ``weights_only=True``
+``log.csv``         one row per epoch (rewritten atomically; losses are rank 0's)
+``curves.png``      loss and retrieval curves (redrawn after each evaluation)
+``metrics.json``    metrics of the final evaluation
+==================  ==============================================================
+
+Determinism: the global RNGs are re-seeded at the start of every epoch from
+``(seed, epoch, rank)`` and the sampler plans each epoch from ``seed + epoch``,
+so a run resumed from ``last_state.pt`` replays exactly what the uninterrupted
+run would have done (bit-exact on CPU).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from dgml_viz.data.registry import build_dataset, dataset_spec
+from dgml_viz.data.sampler import ClassBalancedBatchSampler
+from dgml_viz.data.train_transforms import build_transforms
+from dgml_viz.errors import ConfigError, DatasetError
+from dgml_viz.metrics.retrieval import retrieval_metrics
+from dgml_viz.train.config import config_from_dict, dump_config
+from dgml_viz.train.distributed import (
+    DistInfo,
+    average_gradients,
+    barrier,
+    broadcast_buffers,
+    cleanup,
+    init_distributed,
+)
+from dgml_viz.train.losses import GroupedMetricLoss
+from dgml_viz.utils.atomic import atomic_path, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+STATE_FORMAT = "dgml_viz.train_state"
+
+
+# --------------------------------------------------------------------------- data
+
+
+def collate_items(items: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
+    """Stack only what training/evaluation needs: ``{"image": [B,3,H,W], "label": [B]}``."""
+    return {"image": torch.stack([it["image"] for it in items]),
+            "label": torch.tensor([int(it["label"]) for it in items], dtype=torch.long)}
+
+
+def dataset_labels(ds: Dataset) -> list[int]:
+    """Labels of every item: the dataset's ``labels`` attribute, else read item by item."""
+    labels = getattr(ds, "labels", None)
+    if labels is not None:
+        return [int(v) for v in (labels.tolist() if isinstance(labels, Tensor) else labels)]
+    logger.info("dataset has no .labels attribute; reading %d items for their labels", len(ds))
+    return [int(ds[i]["label"]) for i in range(len(ds))]
+
+
+def build_datasets(config: dict[str, Any]) -> tuple[Dataset, Dataset, Dataset | None, dict[str, Any]]:
+    """``(train, test/query, gallery or None, eval transform dict)`` from a resolved config.
+
+    The transform dict (stored in checkpoints) is the test dataset's own
+    ``transform`` when that is a dict (datasets that produce tensors), else the
+    :class:`EvalTransform` built from ``data``.
+    """
+    data = config["data"]
+    spec = dataset_spec(data["name"])
+    train_tf, eval_tf = build_transforms(data)
+    kwargs = dict(data.get("kwargs") or {})
+
+    def make(split: str, tf: Any) -> Dataset:
+        extra = {"transform": tf} if spec.takes_transform else {}
+        return build_dataset(data["name"], split, data.get("root"), **extra, **kwargs)
+
+    train_ds = make(data["train_split"], train_tf)
+    test_ds = make(data["test_split"], eval_tf)
+    gallery_ds = make(data["gallery_split"], eval_tf) if data.get("gallery_split") else None
+    own = getattr(test_ds, "transform", None)  # tensor datasets may describe their own preprocessing
+    transform = dict(own) if isinstance(own, dict) else eval_tf.as_dict()
+    return train_ds, test_ds, gallery_ds, transform
+
+
+# --------------------------------------------------------------------------- optimisation
+
+
+def build_param_groups(model: nn.Module, loss: nn.Module | None, train_cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Optimizer groups chosen by module, never by parameter-name substrings.
+
+    * ``backbone``: ``model.backbone`` parameters, weight decay ``weight_decay.backbone``,
+      lr ``lr_backbone`` (default ``lr``);
+    * ``keyval``: ``model.head`` parameters except the queries (all head
+      parameters for heads without queries), ``weight_decay.keyval``;
+    * ``query``: the attentive head's ``queries`` Parameter, ``weight_decay.query``,
+      lr ``lr_query`` (default ``lr``);
+    * ``loss``: the loss's learnable betas, lr ``beta_lr``, no weight decay.
+
+    Only trainable parameters are included; each exactly once.
+    """
+    net = getattr(model, "module", model)
+    wd = train_cfg["weight_decay"]
+    lr = float(train_cfg["lr"])
+    lr_bb = float(train_cfg["lr_backbone"]) if train_cfg.get("lr_backbone") is not None else lr
+    lr_q = float(train_cfg["lr_query"]) if train_cfg.get("lr_query") is not None else lr
+    queries = getattr(net.head, "queries", None)
+    query_params = [queries] if isinstance(queries, nn.Parameter) and queries.requires_grad else []
+    qids = {id(p) for p in query_params}
+    backbone = [p for p in net.backbone.parameters() if p.requires_grad]
+    head = [p for p in net.head.parameters() if p.requires_grad and id(p) not in qids]
+    seen = {id(p) for p in backbone + head + query_params}
+    rest = [p for p in net.parameters() if p.requires_grad and id(p) not in seen]
+    if rest:
+        raise ConfigError(f"model has {len(rest)} trainable parameter(s) outside backbone and head")
+    groups = [
+        {"name": "backbone", "params": backbone, "lr": lr_bb, "weight_decay": float(wd["backbone"])},
+        {"name": "keyval", "params": head, "lr": lr, "weight_decay": float(wd["keyval"])},
+    ]
+    if query_params:
+        groups.append({"name": "query", "params": query_params, "lr": lr_q, "weight_decay": float(wd["query"])})
+    if loss is not None:
+        loss_params = [p for p in loss.parameters() if p.requires_grad]
+        if loss_params:
+            groups.append({"name": "loss", "params": loss_params, "lr": float(train_cfg["beta_lr"]),
+                           "weight_decay": 0.0})
+    return [g for g in groups if g["params"]]
+
+
+def build_loss(config: dict[str, Any], num_groups: int, num_classes: int) -> GroupedMetricLoss:
+    t = config["train"]
+    return GroupedMetricLoss(
+        num_groups, num_classes, t["loss"], margin=t["margin"], beta_init=t["beta_init"], cutoff=t["cutoff"],
+        nonzero_loss_cutoff=t["nonzero_loss_cutoff"], ms_alpha=t["ms_alpha"], ms_beta=t["ms_beta"],
+        ms_base=t["ms_base"], ms_epsilon=t["ms_epsilon"], lambda_div=t["lambda_div"], div_alpha=t["div_alpha"],
+        div_beta=t["div_beta"], div_c=t["div_c"],
+        lambda_ent=t.get("lambda_ent", 0.0))
+
+
+def build_model(config: dict[str, Any]) -> nn.Module:
+    from dgml_viz.model import create_model
+
+    m = config["model"]
+    return create_model(backbone=m["backbone"], groups=m["groups"], dim=m["dim"], head=m["head"],
+                        reduction=m["reduction"], pretrained=m["pretrained"], freeze_bn=m["freeze_bn"],
+                        **(m.get("backbone_kwargs") or {}))
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def compute_embeddings(model: nn.Module, dataset: Dataset, batch_size: int = 128, num_workers: int = 0,
+                       amp: bool = True, channels_last: bool = False, progress: bool = False
+                       ) -> tuple[Tensor, Tensor, Tensor]:
+    """Embed a dataset: ``(embedding [N, K*d], groups [N, K, d], labels [N])`` float32 on CPU."""
+    net = getattr(model, "module", model)
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=collate_items, pin_memory=device.type == "cuda")
+    embs, groups, labels = [], [], []
+    for batch in tqdm(loader, desc="embed", leave=False, disable=None if progress else True):
+        images = batch["image"].to(device, non_blocking=True)
+        if channels_last and device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, amp):
+            out = net(images)
+        embs.append(out.embedding.float().cpu())
+        groups.append(out.groups.float().cpu())
+        labels.append(batch["label"])
+    net.train(was_training)
+    return torch.cat(embs), torch.cat(groups), torch.cat(labels)
+
+
+def evaluate_model(model: nn.Module, query: Dataset, gallery: Dataset | None = None,
+                   eval_cfg: dict[str, Any] | None = None, *, num_workers: int = 0, amp: bool = True,
+                   seed: int = 0, progress: bool = False) -> dict[str, float]:
+    """Retrieval metrics of ``model`` on ``query`` (vs itself, or vs ``gallery``)."""
+    cfg = {"ks": [1, 2, 4, 8], "nmi": True, "batch_size": 128, "chunk": 2048, **(eval_cfg or {})}
+    emb, grp, lab = compute_embeddings(model, query, cfg["batch_size"], num_workers, amp, progress=progress)
+    g_emb = g_grp = g_lab = None
+    if gallery is not None:
+        g_emb, g_grp, g_lab = compute_embeddings(model, gallery, cfg["batch_size"], num_workers, amp,
+                                                 progress=progress)
+    return retrieval_metrics(emb, lab, groups=grp, ks=cfg["ks"], gallery=g_emb, gallery_labels=g_lab,
+                             gallery_groups=g_grp, compute_nmi=bool(cfg["nmi"]), seed=seed, chunk=cfg["chunk"])
+
+
+# --------------------------------------------------------------------------- logging
+
+
+def write_csv(path: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite the per-epoch log atomically (columns: union of keys, first-seen order)."""
+    import csv
+    import io
+
+    cols: list[str] = []
+    for row in history:
+        cols += [k for k in row if k not in cols]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, restval="")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, buf.getvalue())
+
+
+def plot_curves(path: Path, history: list[dict[str, Any]]) -> None:
+    """Loss and retrieval curves as a PNG (matplotlib, Agg backend)."""
+    from matplotlib.figure import Figure
+
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(9, 3.5), dpi=100)
+    ax1, ax2 = fig.subplots(1, 2)
+    ep = [r["epoch"] for r in history]
+    for key in ("loss", "metric_loss"):
+        ax1.plot(ep, [r.get(key, math.nan) for r in history], marker=".", label=key)
+    ax_div = ax1.twinx()  # the unweighted diversity term lives on its own scale
+    ax_div.plot(ep, [r.get("div_loss", math.nan) for r in history], marker=".", color="tab:green",
+                linestyle="--", label="div_loss (right axis)")
+    ax_div.set_ylabel("diversity")
+    ax1.set_xlabel("epoch")
+    ax1.set_title("training loss")
+    handles = ax1.get_legend_handles_labels()[0] + ax_div.get_legend_handles_labels()[0]
+    ax1.legend(handles=handles, fontsize="small")
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    evals = [r for r in history if "recall@1" in r]
+    for key in ("recall@1", "map@r", "nmi"):
+        pts = [(r["epoch"], r[key]) for r in evals if key in r]
+        if pts:
+            ax2.plot(*zip(*pts), marker="o", label=key)
+    ax2.set_xlabel("epoch")
+    ax2.set_title("test retrieval")
+    if evals:
+        ax2.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+# --------------------------------------------------------------------------- state
+
+
+def _seed_everything(seed: int, epoch: int, rank: int) -> None:
+    s = (int(seed) * 1_000_003 + epoch * 1009 + rank) % (2**31 - 1)
+    torch.manual_seed(s)
+    random.seed(s)
+    np.random.seed(s)
+
+
+def _save_state(path: Path, **state: Any) -> None:
+    sched = dict(state["scheduler"])
+    if "milestones" in sched:  # Counter -> plain dict (weights_only loading)
+        sched["milestones"] = {int(k): int(v) for k, v in sched["milestones"].items()}
+    state["scheduler"] = sched
+    with atomic_path(path) as tmp:
+        torch.save({"format": STATE_FORMAT, **state}, tmp)
+
+
+def load_state(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read ``last_state.pt`` (weights_only); one-line error if unreadable."""
+    from dgml_viz.errors import CheckpointError
+
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to read is reported as one line
+        msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot read training state ({msg})") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path}: not a dgml_viz training state")
+    return state
+
+
+# --------------------------------------------------------------------------- training
+
+
+class _Trainer:
+    def __init__(self, config: dict[str, Any], run_dir: Path, info: DistInfo,
+                 on_epoch_end: Callable[[int, nn.Module, dict[str, Any]], None] | None) -> None:
+        self.cfg, self.run_dir, self.info, self.on_epoch_end = config, run_dir, info, on_epoch_end
+        t = config["train"]
+        self.device = info.device
+        self.cuda = self.device.type == "cuda"
+        self.amp = bool(t["amp"]) and self.cuda
+        self.channels_last = bool(t["channels_last"]) and self.cuda
+        self.progress = bool(t["progress"]) and info.is_main
+
+    # -- setup
+    def setup(self) -> None:
+        cfg, t = self.cfg, self.cfg["train"]
+        if t["deterministic"]:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.train_ds, self.test_ds, self.gallery_ds, self.transform = build_datasets(cfg)
+        labels = dataset_labels(self.train_ds)
+        if not labels:
+            raise DatasetError(f"dataset {cfg['data']['name']!r}: training split is empty")
+        if min(labels) < 0:
+            raise DatasetError(f"dataset {cfg['data']['name']!r}: negative class labels")
+        self.num_classes = max(labels) + 1
+        self.class_names = getattr(self.train_ds, "class_names", None)
+        _seed_everything(t["seed"], -1, 0)  # same initial weights on every rank
+        self.model = build_model(cfg).to(self.device)
+        self.model.transform = dict(self.transform)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.loss = build_loss(cfg, self.model.num_groups, self.num_classes).to(self.device)
+        self.optimizer = torch.optim.Adam(build_param_groups(self.model, self.loss, t))
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=list(t["lr_steps"]),
+                                                              gamma=float(t["gamma"]))
+        self.net: nn.Module = self.model
+        if self.info.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.net = DDP(self.model, device_ids=[self.device.index] if self.cuda else None)
+        if t["compile"]:
+            self.net = torch.compile(self.net)
+        self.sampler = ClassBalancedBatchSampler(labels, t["batch_classes"], t["batch_per_class"], seed=t["seed"],
+                                                 rank=self.info.rank, world_size=self.info.world_size,
+                                                 num_batches=t["steps_per_epoch"])
+        self.loader = DataLoader(self.train_ds, batch_sampler=self.sampler, num_workers=int(t["num_workers"]),
+                                 collate_fn=collate_items, pin_memory=self.cuda,
+                                 persistent_workers=False)
+        self.epoch, self.step = 0, 0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"value": None, "epoch": None, "metrics": {}}
+        self.last_metrics: dict[str, float] = {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.loss.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        sched = dict(state["scheduler"])
+        if "milestones" in sched:
+            from collections import Counter
+
+            sched["milestones"] = Counter({int(k): int(v) for k, v in sched["milestones"].items()})
+        self.scheduler.load_state_dict(sched)
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = list(state["history"])
+        self.best = dict(state["best"])
+        self.last_metrics = dict(state.get("last_metrics") or {})
+        if state.get("rng_torch") is not None:
+            torch.set_rng_state(state["rng_torch"])
+        logger.info("resumed %s at epoch %d (step %d)", self.run_dir, self.epoch, self.step)
+
+    # -- one epoch
+    def train_epoch(self, deadline: float | None) -> tuple[dict[str, float], bool]:
+        t = self.cfg["train"]
+        self.sampler.set_epoch(self.epoch)
+        _seed_everything(t["seed"], self.epoch, self.info.rank)
+        self.net.train()
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        n, images_seen, stop = 0, 0, False
+        t0 = time.perf_counter()
+        bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{t['epochs']}", leave=False,
+                   disable=None if self.progress else True)  # None: off when stderr is not a TTY
+        loss_params = [p for p in self.loss.parameters() if p.requires_grad]
+        for batch in bar:
+            images = batch["image"].to(self.device, non_blocking=True)
+            labels = batch["label"].to(self.device, non_blocking=True)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with _autocast(self.device, self.amp):
+                out = self.net(images)
+            res = self.loss(out.groups.float(), labels, out.attention)
+            self.optimizer.zero_grad(set_to_none=True)
+            res.total.backward()
+            average_gradients(loss_params, self.info)
+            self.optimizer.step()
+            sums += torch.stack([res.total.detach(), res.metric.detach(), res.diversity.detach(),
+                                 res.entropy.detach()]).double()
+            n += 1
+            images_seen += len(images)
+            self.step += 1
+            if self.progress and n % 10 == 0:
+                bar.set_postfix(loss=f"{(sums[0] / n).item():.4f}")
+            if t["max_steps"] is not None and self.step >= t["max_steps"]:
+                stop = True
+            if deadline is not None and time.perf_counter() >= deadline:
+                stop = True
+                logger.info("time budget reached at step %d", self.step)
+            if stop:
+                break
+        bar.close()
+        broadcast_buffers(self.model, self.info)  # DDP syncs buffers before each forward, not after the last
+        dt = time.perf_counter() - t0
+        means = (sums / max(n, 1)).tolist()
+        row = {"epoch": self.epoch + 1, "step": self.step, "loss": means[0], "metric_loss": means[1],
+               "div_loss": means[2], "ent_loss": means[3], "lr": self.optimizer.param_groups[0]["lr"], "epoch_time_s": dt,
+               "images_per_s": images_seen * self.info.world_size / dt if dt > 0 else math.nan}
+        self.scheduler.step()
+        return row, stop
+
+    def evaluate(self) -> dict[str, float]:
+        t = self.cfg["train"]
+        return evaluate_model(self.model, self.test_ds, self.gallery_ds, self.cfg["eval"],
+                              num_workers=int(t["num_workers"]), amp=self.amp, seed=int(t["seed"]),
+                              progress=self.progress)
+
+    def save_checkpoints(self, metrics: dict[str, float], improved: bool) -> None:
+        from dgml_viz.model.checkpoint import save_checkpoint
+
+        meta = {"epoch": self.epoch, "step": self.step, "recipe": self.cfg}
+        save_checkpoint(self.model, self.run_dir / "last.pt", transform=self.transform,
+                        class_names=self.class_names, metrics=metrics, **meta)
+        if improved or not (self.run_dir / "best.pt").exists():
+            save_checkpoint(self.model, self.run_dir / "best.pt", transform=self.transform,
+                            class_names=self.class_names, metrics=metrics, **meta)
+
+    def save_state(self) -> None:
+        _save_state(self.run_dir / "last_state.pt", epoch=self.epoch, step=self.step,
+                    model={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                    loss={k: v.detach().cpu() for k, v in self.loss.state_dict().items()},
+                    optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                    history=self.history, best=self.best, last_metrics=self.last_metrics,
+                    sampler_epoch=self.sampler.epoch, config=self.cfg, rng_torch=torch.get_rng_state())
+
+    def run(self, resume: bool) -> dict[str, Any]:
+        t = self.cfg["train"]
+        state_path = self.run_dir / "last_state.pt"
+        if resume:
+            if state_path.exists():
+                self.restore(load_state(state_path, "cpu"))
+            else:
+                logger.warning("%s: no last_state.pt to resume from; starting from scratch", self.run_dir)
+        deadline = time.perf_counter() + float(t["time_budget_s"]) if t["time_budget_s"] else None
+        metric_key = t["checkpoint_metric"]
+        done = self.epoch >= t["epochs"] or (t["max_steps"] is not None and self.step >= t["max_steps"])
+        while not done:
+            row, stop = self.train_epoch(deadline)
+            self.epoch += 1
+            done = stop or self.epoch >= t["epochs"]
+            metrics: dict[str, float] = {}
+            if self.info.is_main and (done or self.epoch % t["eval_every"] == 0):
+                metrics = self.evaluate()
+                self.last_metrics = metrics
+                row.update(metrics)
+                logger.info("epoch %d: loss %.4f, %s", self.epoch, row["loss"],
+                            ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "group" not in k))
+            else:
+                logger.log(logging.INFO if self.info.is_main else logging.DEBUG, "epoch %d: loss %.4f",
+                           self.epoch, row["loss"])
+            self.history.append(row)
+            if self.info.is_main:
+                value = metrics.get(metric_key)
+                improved = value is not None and not math.isnan(value) and (
+                    self.best["value"] is None or value > self.best["value"])
+                if improved:
+                    self.best = {"value": float(value), "epoch": self.epoch, "metrics": dict(metrics)}
+                self.save_checkpoints(metrics or self.last_metrics, improved)
+                self.save_state()
+                write_csv(self.run_dir / "log.csv", self.history)
+                if metrics or done:  # the plot is redrawn when there are new test points
+                    plot_curves(self.run_dir / "curves.png", self.history)
+            barrier(self.info)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(self.epoch, self.model, row)
+        if self.info.is_main:
+            atomic_write_text(self.run_dir / "metrics.json",
+                              json.dumps({"final": self.last_metrics, "best": self.best}, indent=2))
+        return {"metrics": self.last_metrics, "best_metrics": self.best.get("metrics", {}),
+                "best_epoch": self.best.get("epoch"), "best_ckpt": str(self.run_dir / "best.pt"),
+                "last_ckpt": str(self.run_dir / "last.pt"), "run_dir": str(self.run_dir),
+                "history": self.history, "epochs": self.epoch, "steps": self.step, "rank": self.info.rank}
+
+
+def train(config: dict[str, Any], run_dir: str | Path, resume: bool = False, *,
+          on_epoch_end: Callable[[int, nn.Module, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train a grouping model as described by ``config`` (see :mod:`dgml_viz.train.config`).
+
+    Args:
+        config: a (possibly partial) recipe dict; missing keys take the defaults.
+        run_dir: output folder (created).
+        resume: continue from ``run_dir/last_state.pt`` if present.
+        on_epoch_end: optional ``f(epoch, model, log_row)`` called on every rank
+            after each epoch's checkpoints are written.
+
+    Returns:
+        ``{"metrics", "best_metrics", "best_epoch", "best_ckpt", "last_ckpt",
+        "run_dir", "history", "epochs", "steps", "rank"}`` (metrics are empty on ranks > 0).
+
+    Under torchrun (``WORLD_SIZE > 1``) every rank calls this; rank 0 evaluates and writes.
+    """
+    config = config_from_dict(config)
+    run_dir = Path(run_dir)
+    info = init_distributed(config["train"]["device"])
+    try:
+        if info.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "config.yaml", dump_config(config))
+        barrier(info)
+        trainer = _Trainer(config, run_dir, info, on_epoch_end)
+        trainer.setup()
+        return trainer.run(resume)
+    finally:
+        cleanup(info)
+
+
+__all__ = ["train", "build_param_groups", "build_loss", "build_model", "build_datasets", "compute_embeddings",
+           "evaluate_model", "collate_items", "load_state", "write_csv", "plot_curves"]

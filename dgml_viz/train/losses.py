@@ -1,0 +1,122 @@
+"""Training losses: a metric loss per group, averaged over groups, plus diversity.
+
+* ``margin`` (default): pytorch-metric-learning ``MarginLoss(margin=0.2, nu=0,
+  beta=1.2, learn_beta=True, num_classes=C)`` with ``DistanceWeightedMiner(
+  cutoff=0.5, nonzero_loss_cutoff=1.4)`` — one loss (hence one learnable beta
+  per class) and one miner per group.
+* ``multi_similarity``: pml ``MultiSimilarityLoss`` with ``MultiSimilarityMiner``.
+* :func:`diversity_loss` (DESIGN.md): binomial deviance pushing the cosine
+  similarity of every pair of groups of the same image below ``beta``.
+* optional attention-entropy term (``lambda_ent``, off by default and in the
+  reference recipes): the mean of each group's attention entropy normalised by
+  ``log(h*w)`` (:func:`dgml_viz.metrics.diversity.attention_entropy`). It is
+  unsupervised — it sees only the model's own maps, never part masks — and
+  rewards a group for reading few positions instead of spreading thinly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning import losses as pml_losses
+from pytorch_metric_learning import miners as pml_miners
+from torch import Tensor, nn
+
+from dgml_viz.errors import ConfigError
+from dgml_viz.metrics.diversity import attention_entropy
+
+
+def diversity_loss(groups: Tensor, alpha: float = 2.0, beta: float = 0.5, c: float = 25.0) -> Tensor:
+    """``1/(K-1) * sum_{i<j} mean_x log(1 + exp(alpha*c*(cos(f_i(x), f_j(x)) - beta)))``.
+
+    Args:
+        groups: ``[B, K, d]`` group embeddings (normalised here).
+
+    Returns:
+        scalar; ``0`` when ``K == 1``.
+
+    Example:
+        >>> g = torch.nn.functional.normalize(torch.randn(4, 3, 8), dim=-1)
+        >>> diversity_loss(g).shape
+        torch.Size([])
+    """
+    k = groups.shape[1]
+    if k < 2:
+        return groups.new_zeros(())
+    g = F.normalize(groups.float(), dim=-1)
+    cos = g @ g.transpose(1, 2)  # [B, K, K]
+    i, j = torch.triu_indices(k, k, offset=1, device=groups.device)
+    dev = F.softplus(alpha * c * (cos[:, i, j] - beta))  # [B, K(K-1)/2]
+    return dev.mean(dim=0).sum() / (k - 1)
+
+
+@dataclass
+class LossOutput:
+    """``total = metric + lambda_div * diversity + lambda_ent * entropy`` (all scalars)."""
+
+    total: Tensor
+    metric: Tensor
+    diversity: Tensor
+    entropy: Tensor
+
+
+class GroupedMetricLoss(nn.Module):
+    """Metric loss on each group's embedding, averaged over the K groups, + ``lambda_div`` * diversity
+    (+ ``lambda_ent`` * mean normalised attention entropy when attention maps are given).
+
+    Args:
+        num_groups: K.
+        num_classes: training classes (size of the learnable beta table).
+        kind: ``"margin"`` or ``"multi_similarity"``.
+        margin, beta_init, cutoff, nonzero_loss_cutoff: margin loss / distance-weighted miner.
+        ms_alpha, ms_beta, ms_base, ms_epsilon: multi-similarity loss / miner.
+        lambda_div, div_alpha, div_beta, div_c: diversity weight and constants.
+        lambda_ent: weight of the attention-entropy term (0 = off).
+
+    ``forward(groups [B, K, d], labels [B], attention [B, K, h, w] | None) -> LossOutput``. The learnable
+    betas are this module's parameters (their own optimizer group).
+    """
+
+    def __init__(self, num_groups: int, num_classes: int, kind: str = "margin", *, margin: float = 0.2,
+                 beta_init: float = 1.2, cutoff: float = 0.5, nonzero_loss_cutoff: float = 1.4,
+                 ms_alpha: float = 2.0, ms_beta: float = 50.0, ms_base: float = 0.5, ms_epsilon: float = 0.1,
+                 lambda_div: float = 0.0, div_alpha: float = 2.0, div_beta: float = 0.5, div_c: float = 25.0,
+                 lambda_ent: float = 0.0) -> None:
+        super().__init__()
+        if kind == "margin":
+            self.losses = nn.ModuleList(
+                pml_losses.MarginLoss(margin=margin, nu=0, beta=beta_init, learn_beta=True, num_classes=num_classes)
+                for _ in range(num_groups))
+            self.miners = nn.ModuleList(
+                pml_miners.DistanceWeightedMiner(cutoff=cutoff, nonzero_loss_cutoff=nonzero_loss_cutoff)
+                for _ in range(num_groups))
+        elif kind == "multi_similarity":
+            self.losses = nn.ModuleList(
+                pml_losses.MultiSimilarityLoss(alpha=ms_alpha, beta=ms_beta, base=ms_base) for _ in range(num_groups))
+            self.miners = nn.ModuleList(pml_miners.MultiSimilarityMiner(epsilon=ms_epsilon) for _ in range(num_groups))
+        else:
+            raise ConfigError(f"unknown loss {kind!r}; use margin or multi_similarity")
+        self.kind = kind
+        self.num_groups = num_groups
+        self.lambda_div = float(lambda_div)
+        self.div = (float(div_alpha), float(div_beta), float(div_c))
+        self.lambda_ent = float(lambda_ent)
+
+    def forward(self, groups: Tensor, labels: Tensor, attention: Tensor | None = None) -> LossOutput:
+        groups = groups.float()
+        per_group = []
+        for g, (loss_fn, miner) in enumerate(zip(self.losses, self.miners)):
+            emb = groups[:, g]
+            per_group.append(loss_fn(emb, labels, miner(emb, labels)))
+        metric = torch.stack(per_group).mean()
+        div = diversity_loss(groups, *self.div) if self.lambda_div > 0 else groups.new_zeros(())
+        total = metric + self.lambda_div * div
+        ent = groups.new_zeros(())
+        if self.lambda_ent > 0 and attention is not None:
+            ent = attention_entropy(attention).mean()
+            total = total + self.lambda_ent * ent
+        return LossOutput(total, metric, div, ent)
+
+
+__all__ = ["diversity_loss", "GroupedMetricLoss", "LossOutput"]

@@ -1,0 +1,132 @@
+"""Diversity loss == explicit pairwise loop; grouped loss == mean of per-group pml losses; param groups."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning import losses as pml_losses
+
+from dgml_viz.model import create_model
+from dgml_viz.train.config import load_config
+from dgml_viz.train.loop import build_param_groups
+from dgml_viz.train.losses import GroupedMetricLoss, diversity_loss
+
+
+def diversity_loop(groups: torch.Tensor, alpha: float, beta: float, c: float) -> torch.Tensor:
+    """DESIGN.md formula written as loops over pairs and images."""
+    b, k, _ = groups.shape
+    total = torch.zeros((), dtype=torch.float64)
+    for i in range(k):
+        for j in range(i + 1, k):
+            per_image = []
+            for x in range(b):
+                fi, fj = groups[x, i].double(), groups[x, j].double()
+                cos = (fi @ fj) / (fi.norm() * fj.norm())
+                per_image.append(math.log(1 + math.exp(alpha * c * (cos.item() - beta))))
+            total += sum(per_image) / b
+    return total / (k - 1)
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_diversity_equals_pairwise_loop(k: int) -> None:
+    groups = F.normalize(torch.randn(6, k, 10), dim=-1)
+    groups[0, 1] = groups[0, 0]  # a fully collapsed pair (cos = 1)
+    for alpha, beta, c in ((2.0, 0.5, 25.0), (1.0, 0.2, 3.0)):
+        ours = diversity_loss(groups, alpha, beta, c)
+        assert ours.item() == pytest.approx(diversity_loop(groups, alpha, beta, c).item(), rel=1e-5)
+
+
+def test_diversity_is_zero_for_one_group_and_differentiable() -> None:
+    assert diversity_loss(torch.randn(4, 1, 8)).item() == 0.0
+    g = torch.randn(4, 3, 8, requires_grad=True)
+    diversity_loss(g).backward()
+    assert g.grad is not None and torch.isfinite(g.grad).all()
+
+
+def test_grouped_margin_loss_is_mean_of_per_group_pml_losses() -> None:
+    torch.manual_seed(0)
+    groups = F.normalize(torch.randn(16, 3, 8), dim=-1)
+    labels = torch.arange(4).repeat_interleave(4)
+    loss = GroupedMetricLoss(3, num_classes=4, lambda_div=0.5)
+    for lf in loss.losses:
+        assert isinstance(lf, pml_losses.MarginLoss) and lf.beta.shape == (4,)
+        assert lf.margin == 0.2 and lf.learn_beta and torch.allclose(lf.beta, torch.full((4,), 1.2))
+    torch.manual_seed(1)
+    out = loss(groups, labels)
+    torch.manual_seed(1)  # same miner draws
+    manual = torch.stack([lf(groups[:, g], labels, m(groups[:, g], labels))
+                          for g, (lf, m) in enumerate(zip(loss.losses, loss.miners))]).mean()
+    assert out.metric.item() == pytest.approx(manual.item(), rel=1e-6)
+    assert out.total.item() == pytest.approx(manual.item() + 0.5 * diversity_loss(groups).item(), rel=1e-6)
+    out.total.backward()
+    assert all(lf.beta.grad is not None for lf in loss.losses)
+
+
+def test_multi_similarity_option() -> None:
+    loss = GroupedMetricLoss(2, num_classes=4, kind="multi_similarity")
+    out = loss(F.normalize(torch.randn(8, 2, 6), dim=-1), torch.arange(4).repeat(2))
+    assert torch.isfinite(out.total) and not list(loss.parameters())
+
+
+@pytest.mark.parametrize("head", ["attentive", "gap", "gate", "multi_linear", "channel"])
+def test_param_groups_hold_each_parameter_once_with_its_decay(head: str) -> None:
+    cfg = load_config("cub200")["train"]
+    model = create_model("small_cnn", groups=3, dim=24, head=head, freeze_bn=True)
+    loss = GroupedMetricLoss(model.num_groups, 10)
+    groups = build_param_groups(model, loss, cfg)
+    ids = [id(p) for g in groups for p in g["params"]]
+    trainable = [p for p in list(model.parameters()) + list(loss.parameters()) if p.requires_grad]
+    assert len(ids) == len(set(ids)) == len(trainable)
+    by_name = {g["name"]: g for g in groups}
+    assert {id(p) for p in by_name["backbone"]["params"]} == {id(p) for p in model.backbone.parameters()
+                                                              if p.requires_grad}
+    assert by_name["backbone"]["weight_decay"] == 0.003 and by_name["keyval"]["weight_decay"] == 0.003
+    assert by_name["loss"]["lr"] == 5e-5 and by_name["loss"]["weight_decay"] == 0.0
+    if head == "attentive":
+        assert by_name["query"]["params"] == [model.head.queries]
+        assert by_name["query"]["weight_decay"] == 0.001
+        assert {id(p) for p in by_name["keyval"]["params"]} == {id(model.head.key.weight), id(model.head.value.weight)}
+    else:
+        assert "query" not in by_name
+    # frozen BatchNorm parameters are not optimised
+    bn = [p for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()]
+    assert bn and not any(id(p) in set(ids) for p in bn)
+
+
+def test_entropy_term_is_mean_normalised_entropy_and_off_by_default() -> None:
+    torch.manual_seed(0)
+    groups = F.normalize(torch.randn(8, 3, 6), dim=-1)
+    labels = torch.arange(4).repeat(2)
+    logits = torch.randn(8, 3, 4, 5, requires_grad=True)
+    att = logits.flatten(2).softmax(-1).view(8, 3, 4, 5)
+    # reference: explicit loop over maps, entropy / log(h*w)
+    ref = sum(-(m * m.log()).sum().item() / math.log(20) for m in att.detach().flatten(2).reshape(-1, 20)) / 24
+    off = GroupedMetricLoss(3, num_classes=4, lambda_div=0.0)
+    torch.manual_seed(1)
+    base = off(groups, labels, att)
+    assert base.entropy.item() == 0.0  # lambda_ent = 0: not computed
+    on = GroupedMetricLoss(3, num_classes=4, lambda_div=0.0, lambda_ent=0.7)
+    torch.manual_seed(1)
+    out = on(groups, labels, att)
+    assert out.entropy.item() == pytest.approx(ref, rel=1e-5)
+    assert out.total.item() == pytest.approx(base.total.item() + 0.7 * ref, rel=1e-5)
+    out.total.backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+    # uniform maps have normalised entropy 1, one-hot maps 0
+    uniform = torch.full((2, 3, 4, 5), 1 / 20)
+    onehot = torch.zeros(2, 3, 20)
+    onehot[..., 7] = 1.0
+    assert on(groups[:2], labels[:2], uniform).entropy.item() == pytest.approx(1.0, abs=1e-6)
+    assert on(groups[:2], labels[:2], onehot.view(2, 3, 4, 5)).entropy.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_query_learning_rate_is_its_own_option() -> None:
+    cfg = dict(load_config("cub200")["train"])
+    model = create_model("small_cnn", groups=3, dim=24)
+    lrs = {g["name"]: g["lr"] for g in build_param_groups(model, None, cfg)}
+    assert lrs["query"] == lrs["keyval"] == cfg["lr"]  # null = lr (reference recipes)
+    cfg["lr_query"] = 0.25
+    lrs = {g["name"]: g["lr"] for g in build_param_groups(model, None, cfg)}
+    assert lrs["query"] == 0.25 and lrs["keyval"] == cfg["lr"]
