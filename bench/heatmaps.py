@@ -1,0 +1,171 @@
+"""Benchmark `dgml-viz heatmaps`: end-to-end images/s vs the bare batched forward, and peak memory.
+
+Usage:
+    python bench/heatmaps.py --model demo|small_cnn|resnet50 [--n 64] [--batch-size 32] [--workers 2]
+    python bench/heatmaps.py --memory 10,1000 --model small_cnn     # peak RSS per image count (subprocesses)
+
+Images: scikit-image's bundled photos (astronaut 512x512, chelsea 451x300, coffee 600x400, rocket
+640x427) saved as JPEG and repeated to ``--n`` files. Both figures come from the same process and
+the same images, alternating per repetition: the bare forward over the pre-decoded batches
+(``run_batch`` only), then the whole pipeline (decode pool -> forward -> render/write pool; PNG overlays per group + composite +
+npz, at the original size). Reported: medians of images/s, the median of per-repetition ratios,
+and CPU time per image of both (process CPU time, all threads: robust to other jobs on a shared
+machine; ``cpu_ratio`` = forward CPU / pipeline CPU is the ratio an idle machine would approach).
+``--model demo`` uses checkpoints/demo.pt (falls back to small_cnn
+at 96 px if absent, and says so).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def make_images(folder: Path, n: int) -> list[Path]:
+    from PIL import Image
+    from skimage import data
+
+    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = folder / f"{i // 100:03d}" / f"img{i:05d}.jpg"
+        p.parent.mkdir(exist_ok=True)
+        Image.fromarray(photos[i % 4]).save(p, quality=90)
+        paths.append(p)
+    return paths
+
+
+def build_model(name: str, tmp: Path) -> tuple[object, str]:
+    import torch
+
+    from dgml_viz.model import create_model, default_transform
+    from dgml_viz.model.checkpoint import load_checkpoint, save_checkpoint
+
+    note = ""
+    if name == "demo":
+        demo = ROOT / "checkpoints" / "demo.pt"
+        if demo.exists():
+            return load_checkpoint(demo), "checkpoints/demo.pt"
+        name, note = "small_cnn", " (checkpoints/demo.pt absent: fallback small_cnn)"
+    torch.manual_seed(0)
+    if name == "small_cnn":
+        model = create_model("small_cnn", groups=3, dim=48)
+        transform = {"size": 96, "resize": 110, "mean": [0.5] * 3, "std": [0.25] * 3, "mode": "center_crop"}
+        label = "small_cnn 96px K=3"
+    else:
+        model = create_model(name, groups=3, dim=512, pretrained=False)
+        transform = default_transform(224, 256)
+        label = f"{name} 224px K=3"
+    path = tmp / "model.pt"
+    save_checkpoint(model, path, transform=transform)
+    return load_checkpoint(path), label + note
+
+
+def speed(args: argparse.Namespace) -> dict[str, object]:
+    import torch
+
+    from dgml_viz.commands.heatmaps import Source, output_names, process
+    from dgml_viz.inference import prepare_image, run_batch
+    from dgml_viz.render.panels import RenderOptions
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmpd:
+        tmp = Path(tmpd)
+        model, label = build_model(args.model, tmp)
+        paths = make_images(tmp / "imgs", args.n)
+        tensors = [prepare_image(p, model.transform)[0] for p in paths]
+        batches = [torch.stack(tensors[i:i + args.batch_size]) for i in range(0, len(tensors), args.batch_size)]
+        run_batch(model, batches[0])  # warm-up
+        fwd, e2e, fwd_cpu, e2e_cpu = [], [], [], []
+        for rep in range(args.reps):
+            t0, c0 = time.perf_counter(), time.process_time()
+            for b in batches:
+                run_batch(model, b)
+            fwd.append(len(paths) / (time.perf_counter() - t0))
+            fwd_cpu.append((time.process_time() - c0) / len(paths))
+            out = tmp / f"out{rep}"
+            sources = [Source(p, p.relative_to(tmp / "imgs").as_posix()) for p in paths]
+            opts = RenderOptions(max_side=args.size)
+            t0, c0 = time.perf_counter(), time.process_time()
+            recs = list(process(model, sources, out, groups=list(range(model.num_groups)), fmt=args.format,
+                                options=opts, batch_size=args.batch_size, workers=args.workers))
+            e2e.append(len(paths) / (time.perf_counter() - t0))
+            e2e_cpu.append((time.process_time() - c0) / len(paths))
+            assert all(r["status"] == "ok" for r in recs) and len(recs) == len(paths)
+            names = output_names(range(model.num_groups), args.format, True)
+            assert all((out / s.rel / n).is_file() for s in sources for n in names)
+    f, e = float(np.median(fwd)), float(np.median(e2e))
+    pair = [b / a for a, b in zip(fwd, e2e)]  # per repetition: forward and pipeline back to back
+    fc, ec = float(np.median(fwd_cpu)), float(np.median(e2e_cpu))
+    return {"ratio_median_of_pairs": round(float(np.median(pair)), 3),
+            "cpu_ms_per_img_forward": round(fc * 1000, 1), "cpu_ms_per_img_end_to_end": round(ec * 1000, 1),
+            "cpu_ratio": round(fc / ec, 3),"model": label, "n": args.n, "batch_size": args.batch_size, "workers": args.workers,
+            "threads": args.threads, "format": args.format, "size": args.size, "forward_img_s": round(f, 1),
+            "end_to_end_img_s": round(e, 1), "ratio": round(e / f, 3), "reps": args.reps,
+            "forward_runs": [round(v, 1) for v in fwd], "e2e_runs": [round(v, 1) for v in e2e]}
+
+
+def run_cli(args: argparse.Namespace) -> dict[str, object]:
+    """One end-to-end CLI run in this process; reports peak RSS."""
+    from dgml_viz.cli import main
+
+    with tempfile.TemporaryDirectory() as tmpd:
+        tmp = Path(tmpd)
+        model, label = build_model(args.model, tmp)
+        del model
+        paths = make_images(tmp / "imgs", args.n)
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.perf_counter()
+        rc = main(["heatmaps", "--ckpt", str(tmp / "model.pt") if (tmp / "model.pt").exists() else
+                   str(ROOT / "checkpoints" / "demo.pt"), "--images", str(tmp / "imgs"), "--out", str(tmp / "out"),
+                   "--batch-size", str(args.batch_size), "--workers", str(args.workers)])
+        dt = time.perf_counter() - t0
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"model": label, "n": len(paths), "rc": rc, "seconds": round(dt, 1),
+            "peak_rss_mb_before_run": round(rss0 / 1024, 1), "peak_rss_mb": round(rss / 1024, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="demo", choices=("demo", "small_cnn", "resnet50", "resnet18"))
+    ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--format", default="jpg")
+    ap.add_argument("--size", type=int, default=None)
+    ap.add_argument("--memory", default=None, help="comma-separated image counts: peak RSS of a CLI run each")
+    ap.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    if args._child:
+        sys.stdout.write(json.dumps(run_cli(args)) + "\n")
+        return
+    if args.memory:
+        for n in [int(v) for v in args.memory.split(",")]:
+            cmd = [sys.executable, __file__, "--_child", "--model", args.model, "--n", str(n), "--batch-size",
+                   str(args.batch_size), "--workers", str(args.workers)]
+            res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+            line = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else res.stderr[-2000:]
+            print(line, flush=True)
+        return
+    print(json.dumps(speed(args)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

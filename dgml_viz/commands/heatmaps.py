@@ -1,0 +1,426 @@
+"""``dgml-viz heatmaps``: attention overlays for every image of a folder, list file or single image.
+
+Pipeline (memory stays flat in the number of images — every stage is bounded):
+
+    decode pool (threads: read, decode, eval transform)  ->  main thread: batched forward
+        ->  render pool (threads: upsample, colour, encode, atomic write)  ->  manifest
+
+For each image ``<out>/<relative path>/`` receives ``group<k>.<fmt>`` per
+selected group, ``composite.<fmt>`` and ``maps.npz`` (raw attention
+``[K, h, w]``, embedding ``[K*d]``, geometry). ``<out>/manifest.jsonl`` has one
+JSON line per image (``status`` ``ok``/``error``) and ``<out>/index.html`` is a
+contact sheet. Bad files are logged as one line each and the run goes on; the
+exit code is 0 when every image succeeded and 2 otherwise.
+
+``--resume`` skips images the manifest lists as done whose outputs exist;
+``--shard i/N`` keeps the images whose relative-path hash is ``i`` mod ``N``
+(stable when files are added; shards write ``manifest.<i>-of-<N>.jsonl``).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import html
+import io
+import json
+import logging
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from dgml_viz.data.images import is_image_file
+from dgml_viz.errors import ConfigError, DgmlVizError, ImageError
+from dgml_viz.render.panels import RenderOptions, render_panels
+
+HELP = "batch attention overlays (one per group + composite) for a folder of images"
+logger = logging.getLogger(__name__)
+
+FORMATS = ("png", "jpg", "webp")
+
+
+# --------------------------------------------------------------------------- arguments
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dgml_viz.render.upsample import NORMS
+
+    parser.add_argument("--ckpt", required=True, help="dgml_viz checkpoint (.pt)")
+    parser.add_argument("--images", required=True,
+                        help="a folder (searched recursively), a list file (one path per line) or one image")
+    parser.add_argument("--out", default="heatmaps", help="output folder (default ./heatmaps)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="decode threads and render/write threads, each (default min(4, CPUs))")
+    parser.add_argument("--alpha", type=float, default=0.5, help="heat map opacity in [0, 1] (default 0.5)")
+    parser.add_argument("--cmap", default="jet", help="any matplotlib colormap (default jet)")
+    parser.add_argument("--format", choices=FORMATS, default="jpg",
+                        help="overlay image format: jpg (default; fast, small), png (lossless, ~20x slower to encode), webp")
+    parser.add_argument("--norm", choices=NORMS, default="per_map",
+                        help="per_map | shared (groups comparable) | absolute (attention probability)")
+    parser.add_argument("--interp", choices=("bilinear", "bicubic", "nearest"), default="bilinear",
+                        help="upsampling; nearest shows the raw grid (default bilinear)")
+    parser.add_argument("--groups", default=None, help="comma-separated group indices to draw, e.g. 0,2 (default all)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="render at most this many pixels on the long side (default: original size)")
+    parser.add_argument("--contour", type=float, default=None, metavar="P",
+                        help="outline the top-P attention mass on each overlay (e.g. 0.5)")
+    parser.add_argument("--no-composite", action="store_true", help="skip the dominant-group composite")
+    parser.add_argument("--max-pixels", type=int, default=None,
+                        help="decompression-bomb guard: refuse larger images (default $DGML_VIZ_MAX_PIXELS or ~179M)")
+    parser.add_argument("--resume", action="store_true", help="skip images already done (manifest + outputs)")
+    parser.add_argument("--shard", default=None, metavar="I/N", help="process only shard I of N (0 <= I < N)")
+
+
+# --------------------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class Source:
+    """One input image: its path and its key (relative path, used for outputs and the manifest)."""
+
+    path: Path
+    rel: str
+
+
+def collect_sources(spec: str | os.PathLike[str], exclude: Path | None = None) -> list[Source]:
+    """Images named by ``spec``: a folder (recursive, sorted, hidden names skipped), a list file
+    (one path per line, relative to the list's folder, ``#`` comments) or one image file."""
+    root = Path(spec)
+    if root.is_dir():
+        excl = exclude.resolve() if exclude is not None else None
+        found: list[Source] = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            here = Path(dirpath)
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                                 and (excl is None or (here / d).resolve() != excl))
+            for name in sorted(filenames):
+                if not name.startswith(".") and is_image_file(name):
+                    p = here / name
+                    found.append(Source(p, p.relative_to(root).as_posix()))
+        return found
+    if not root.exists():
+        raise ConfigError(f"{root}: no such file or folder")
+    if is_image_file(root):
+        return [Source(root, root.name)]
+    try:
+        lines = root.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{root}: not a folder, an image or a readable list file ({exc})") from None
+    out = []
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        p = Path(line)
+        p = p if p.is_absolute() else root.parent / p
+        try:
+            rel = p.resolve().relative_to(root.parent.resolve()).as_posix()
+        except ValueError:
+            rel = "abs/" + p.resolve().as_posix().lstrip("/")
+        out.append(Source(p, rel))
+    return out
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/N"`` -> ``(i, N)`` (ConfigError unless ``0 <= i < N``)."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ConfigError(f"--shard {text}: need 0 <= I < N")
+    return i, n
+
+
+def shard_of(rel: str, n: int) -> int:
+    """Stable shard of a relative path: SHA-1 of the path mod ``n``."""
+    return int(hashlib.sha1(rel.encode("utf-8")).hexdigest()[:12], 16) % n
+
+
+def parse_groups(text: str | None, k: int) -> list[int]:
+    """``"0,2"`` -> ``[0, 2]`` checked against ``K`` (all groups when ``None``)."""
+    if text is None:
+        return list(range(k))
+    try:
+        groups = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--groups must be comma-separated integers, got {text!r}") from None
+    bad = [g for g in groups if not 0 <= g < k]
+    if bad or not groups:
+        raise ConfigError(f"--groups {text}: the model has groups 0..{k - 1}")
+    return sorted(set(groups))
+
+
+# --------------------------------------------------------------------------- outputs
+def output_names(groups: Sequence[int], fmt: str, composite: bool) -> list[str]:
+    """File names written for each image (relative to its output folder)."""
+    names = [f"group{g}.{fmt}" for g in groups]
+    if composite:
+        names.append(f"composite.{fmt}")
+    return names + ["maps.npz"]
+
+
+def image_dir(out: Path, rel: str) -> Path:
+    """Output folder of the image with relative path ``rel``."""
+    return out / rel
+
+
+def encode(image: np.ndarray, fmt: str) -> bytes:
+    """``uint8 [H, W, 3]`` RGB -> encoded bytes (OpenCV; PNG fast Huffman-only deflate, JPEG q92, WebP q90)."""
+    import cv2
+
+    params = {"png": [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY],
+              "jpg": [cv2.IMWRITE_JPEG_QUALITY, 92],
+              "webp": [cv2.IMWRITE_WEBP_QUALITY, 90]}[fmt]
+    ok, buf = cv2.imencode("." + fmt, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise DgmlVizError(f"cannot encode image as {fmt}")
+    return buf.tobytes()
+
+
+def npz_bytes(**arrays: Any) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def manifest_name(shard: tuple[int, int] | None) -> str:
+    return "manifest.jsonl" if shard is None else f"manifest.{shard[0]}-of-{shard[1]}.jsonl"
+
+
+def read_manifest(path: Path) -> dict[str, dict[str, Any]]:
+    """Last record per image path of a manifest (missing file -> empty; broken lines skipped)."""
+    records: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return records
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+        if isinstance(rec, dict) and "path" in rec:
+            records[rec["path"]] = rec
+    return records
+
+
+def is_done(rec: dict[str, Any] | None, folder: Path, names: Sequence[str]) -> bool:
+    """Whether a manifest record says ``ok`` and every expected output exists."""
+    return bool(rec) and rec.get("status") == "ok" and all((folder / n).is_file() for n in names)
+
+
+# --------------------------------------------------------------------------- work items
+def _decode(src: Source, transform: dict[str, Any], max_pixels: int | None,
+            max_side: int | None) -> tuple[Any, Any, np.ndarray]:
+    """Decode + eval transform; with ``max_side`` the original is shrunk to the render size right away
+    (less memory in flight, less work per panel)."""
+    import cv2
+
+    from dgml_viz.inference import prepare_image
+    from dgml_viz.render.panels import output_size
+
+    tensor, geometry, image = prepare_image(src.path, transform, max_pixels=max_pixels)
+    size = output_size(geometry.original, max_side)
+    if size != geometry.original:
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return tensor, geometry, image
+
+
+def _render_and_write(src: Source, image: np.ndarray, geometry: Any, maps: np.ndarray, embedding: np.ndarray,
+                      out: Path, groups: Sequence[int], fmt: str, options: RenderOptions) -> dict[str, Any]:
+    from dgml_viz.utils.atomic import atomic_write_bytes
+
+    t0 = time.perf_counter()
+    folder = image_dir(out, src.rel)
+    panels = render_panels(image, maps, geometry, groups, options)
+    names = []
+    try:
+        for key, panel in panels.items():
+            name = f"{key}.{fmt}"
+            atomic_write_bytes(folder / name, encode(panel, fmt))
+            names.append(name)
+        atomic_write_bytes(folder / "maps.npz", npz_bytes(
+            attention=maps.astype(np.float32), embedding=embedding.astype(np.float32),
+            geometry=np.array(json.dumps(geometry.to_dict())), path=np.array(src.rel)))
+        names.append("maps.npz")
+    except OSError as exc:
+        return {"path": src.rel, "status": "error", "error": f"{folder}: cannot write ({exc.strerror or exc})"}
+    return {"path": src.rel, "status": "ok", "outputs": [f"{src.rel}/{n}" for n in names],
+            "size": list(geometry.original), "geometry": geometry.to_dict(),
+            "render_s": round(time.perf_counter() - t0, 4)}
+
+
+# --------------------------------------------------------------------------- pipeline
+@dataclass
+class RunStats:
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+
+def process(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequence[int], fmt: str,
+            options: RenderOptions, batch_size: int = 32, workers: int = 2, max_pixels: int | None = None,
+            manifest: Path | None = None) -> Iterator[dict[str, Any]]:
+    """Run the decode -> forward -> render/write pipeline; yields one manifest record per image
+    (in completion order). At most ``batch_size + workers`` decoded images wait for the model and
+    ``2 * batch_size`` wait for (or are in) rendering, whatever the number of images."""
+    from dgml_viz.inference import attention_maps, run_batch
+
+    transform = dict(model.transform)
+    workers = max(1, int(workers))
+    batch_size = max(1, int(batch_size))
+    prefetch = batch_size + workers
+    max_render = batch_size
+    todo = iter(sources)
+    decoding: collections.deque[tuple[Source, Future[Any]]] = collections.deque()
+    rendering: collections.deque[Future[dict[str, Any]]] = collections.deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as dpool, \
+            ThreadPoolExecutor(workers, thread_name_prefix="render") as rpool:
+
+        def refill() -> None:
+            while len(decoding) < prefetch:
+                src = next(todo, None)
+                if src is None:
+                    return
+                decoding.append((src, dpool.submit(_decode, src, transform, max_pixels, options.max_side)))
+
+        def drain(limit: int) -> Iterator[dict[str, Any]]:
+            while len(rendering) > limit or (rendering and rendering[0].done()):
+                yield rendering.popleft().result()
+
+        refill()
+        batch: list[tuple[Source, Any, Any, np.ndarray]] = []
+        while decoding or batch:
+            if decoding:
+                src, fut = decoding.popleft()
+                refill()
+                try:
+                    tensor, geo, image = fut.result()
+                except ImageError as exc:
+                    yield {"path": src.rel, "status": "error", "error": str(exc)}
+                    continue
+                batch.append((src, tensor, geo, image))
+                if len(batch) < batch_size and decoding:
+                    continue
+            if not batch:
+                continue
+            output = run_batch(model, [b[1] for b in batch])
+            maps = attention_maps(output)
+            emb = output.embedding.detach().float().cpu().numpy()
+            for i, (src, _, geo, image) in enumerate(batch):
+                rendering.append(rpool.submit(_render_and_write, src, image, geo, maps[i], emb[i], out, groups,
+                                              fmt, options))
+            batch = []
+            yield from drain(max_render)
+        yield from drain(0)
+
+
+def write_index(out: Path, records: Sequence[dict[str, Any]], title: str, name: str = "index.html") -> Path:
+    """Write ``index.html``: a contact sheet with a row per image (errors in red)."""
+    from dgml_viz.utils.atomic import atomic_write_text
+
+    rows = []
+    for rec in records:
+        label = html.escape(rec["path"])
+        if rec.get("status") != "ok":
+            rows.append(f'<tr class="err"><td>{label}</td><td>{html.escape(rec.get("error", ""))}</td></tr>')
+            continue
+        imgs = "".join(
+            f'<a href="{html.escape(p)}"><img loading="lazy" src="{html.escape(p)}" title="{html.escape(p)}"></a>'
+            for p in rec.get("outputs", []) if not p.endswith(".npz"))
+        rows.append(f"<tr><td>{label}</td><td>{imgs}</td></tr>")
+    n_err = sum(r.get("status") != "ok" for r in records)
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(title) + "</title><style>"
+        "body{font-family:sans-serif}td{vertical-align:top;padding:4px}img{height:140px;margin-right:4px}"
+        "tr.err td{color:#b00}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1><p>{len(records) - n_err} ok, {n_err} failed</p><table>"
+        + "\n".join(rows) + "</table></body></html>\n")
+    target = out / name
+    atomic_write_text(target, page)
+    return target
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from dgml_viz.model.checkpoint import load_checkpoint
+    from dgml_viz.render.heatmap import colormap_lut
+    from dgml_viz.utils.atomic import atomic_write_text
+
+    if not 0.0 <= args.alpha <= 1.0:
+        raise ConfigError(f"--alpha must be in [0, 1], got {args.alpha}")
+    if args.contour is not None and not 0.0 < args.contour <= 1.0:
+        raise ConfigError(f"--contour must be in (0, 1], got {args.contour}")
+    try:
+        colormap_lut(args.cmap)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    shard = parse_shard(args.shard)
+    out = Path(args.out)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        torch_device = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {device!r}: {exc}") from None
+    model = load_checkpoint(args.ckpt).to(torch_device).eval()
+    if model.config.head not in ("attentive", "gate"):
+        raise ConfigError(f"{args.ckpt}: head {model.config.head!r} has no spatial maps; "
+                          "heatmaps need an attentive or gate head")
+    groups = parse_groups(args.groups, model.num_groups)
+    options = RenderOptions(norm=args.norm, cmap=args.cmap, alpha=args.alpha, interpolation=args.interp,
+                            contour=args.contour, composite=not args.no_composite, max_side=args.size)
+    names = output_names(groups, args.format, options.composite)
+
+    sources = collect_sources(args.images, exclude=out)
+    total = len(sources)
+    if shard is not None:
+        sources = [s for s in sources if shard_of(s.rel, shard[1]) == shard[0]]
+    manifest_path = out / manifest_name(shard)
+    previous = read_manifest(manifest_path)
+    stats = RunStats()
+    if args.resume:
+        todo = [s for s in sources if not is_done(previous.get(s.rel), image_dir(out, s.rel), names)]
+        stats.skipped = len(sources) - len(todo)
+    else:
+        todo, previous = list(sources), {}
+    logger.info("%d images (%s), %d to do, %d already done; device %s, batch %d, %d workers",
+                len(sources), f"shard {shard[0]}/{shard[1]} of {total}" if shard else "all", len(todo),
+                stats.skipped, device, args.batch_size, args.workers)
+    out.mkdir(parents=True, exist_ok=True)
+    records = dict(previous) if args.resume else {}
+    t0 = time.perf_counter()
+    with open(manifest_path, "a" if args.resume else "w", encoding="utf-8") as log, \
+            tqdm(total=len(todo), unit="img", disable=None, desc="heatmaps") as bar:
+        for rec in process(model, todo, out, groups=groups, fmt=args.format, options=options,
+                           batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels):
+            records[rec["path"]] = rec
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            if rec["status"] == "ok":
+                stats.ok += 1
+            else:
+                stats.failed += 1
+                logger.error("%s", rec["error"])
+            bar.update(1)
+    stats.seconds = time.perf_counter() - t0
+    # compact: one line per image of this run's selection, sorted (atomic rename over the append log)
+    keep = {s.rel for s in sources}
+    final = [records[r] for r in sorted(records) if r in keep]
+    atomic_write_text(manifest_path, "".join(json.dumps(r) + "\n" for r in final))
+    index = write_index(out, final, f"dgml-viz heatmaps: {args.ckpt}",
+                        "index.html" if shard is None else f"index.{shard[0]}-of-{shard[1]}.html")
+    failed_total = sum(r.get("status") != "ok" for r in final)
+    rate = (stats.ok + stats.failed) / stats.seconds if stats.seconds > 0 else 0.0
+    logger.info("done: %d ok, %d failed, %d skipped (resume) in %.1fs (%.1f img/s); manifest %s%s",
+                stats.ok, stats.failed, stats.skipped, stats.seconds, rate, manifest_path,
+                f", contact sheet {index}")
+    if failed_total:
+        logger.warning("%d of %d images failed (see %s)", failed_total, len(final), manifest_path)
+    return 2 if failed_total else 0

@@ -1,0 +1,168 @@
+"""The eval transform of a checkpoint, applied to a decoded image, recording its geometry.
+
+A checkpoint's ``transform`` dict is ``{"size": S, "resize": R, "mean": [3],
+"std": [3], "mode": "center_crop" | "full"}``:
+
+* ``center_crop`` — resize the shorter side to ``R`` (the longer side to
+  ``int(R * long / short)``), then center-crop ``S x S``; exactly
+  torchvision's ``Resize(R)`` + ``CenterCrop(S)`` on a PIL image (including its
+  zero padding when ``R < S``);
+* ``full`` — resize the whole image to ``S x S`` (aspect not kept, nothing cut).
+
+:class:`Geometry` records how the ``S x S`` tensor relates to the original
+pixels, so maps computed on the tensor can be laid back on the original image
+(:mod:`dgml_viz.render.geometry`). It is plain data (no torch), picklable and
+JSON-able via :meth:`Geometry.to_dict`.
+
+Example:
+    >>> img = np.zeros((300, 500, 3), np.uint8)
+    >>> x, geo = eval_transform(img, {"size": 224, "resize": 256, "mean": [0.5] * 3, "std": [0.5] * 3})
+    >>> tuple(x.shape), geo.resized, geo.crop
+    ((3, 224, 224), (426, 256), (101, 16))
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from dgml_viz.errors import ConfigError
+
+MODES = ("center_crop", "full")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How the model's ``size x size`` input relates to the original image.
+
+    The original ``W x H`` image is resized to ``resized = (rw, rh)``; the tensor
+    is the window ``[crop_x, crop_x + size) x [crop_y, crop_y + size)`` of the
+    resized image (negative offsets / windows past the edge are zero padding).
+    Continuous pixel coordinates (pixel ``i`` covers ``[i, i+1)``):
+
+        x_tensor = x_orig * rw / W - crop_x        y_tensor = y_orig * rh / H - crop_y
+    """
+
+    original: tuple[int, int]  # (W, H)
+    resized: tuple[int, int]  # (rw, rh)
+    crop: tuple[int, int]  # (crop_x, crop_y) of the window's top-left in the resized image
+    size: int  # S, the square tensor side
+    mode: str = "center_crop"
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """``(sx, sy)``: resized pixels per original pixel."""
+        return self.resized[0] / self.original[0], self.resized[1] / self.original[1]
+
+    def to_tensor_coords(self, xy: np.ndarray) -> np.ndarray:
+        """``[N, 2]`` continuous original ``(x, y)`` -> tensor ``(x, y)``."""
+        xy = np.asarray(xy, dtype=np.float64)
+        sx, sy = self.scale
+        return np.stack([xy[:, 0] * sx - self.crop[0], xy[:, 1] * sy - self.crop[1]], axis=1)
+
+    def to_original_coords(self, xy: np.ndarray) -> np.ndarray:
+        """``[N, 2]`` continuous tensor ``(x, y)`` -> original ``(x, y)`` (inverse of :meth:`to_tensor_coords`)."""
+        xy = np.asarray(xy, dtype=np.float64)
+        sx, sy = self.scale
+        return np.stack([(xy[:, 0] + self.crop[0]) / sx, (xy[:, 1] + self.crop[1]) / sy], axis=1)
+
+    def visible_box(self) -> tuple[float, float, float, float]:
+        """``(x0, y0, x1, y1)`` in original pixels of the region the model saw (clipped to the image)."""
+        (x0, y0), (x1, y1) = self.to_original_coords(np.array([[0.0, 0.0], [self.size, self.size]]))
+        w, h = self.original
+        return max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (inverse: :meth:`from_dict`)."""
+        d = asdict(self)
+        d["original"], d["resized"], d["crop"] = list(self.original), list(self.resized), list(self.crop)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Geometry":
+        return cls(tuple(d["original"]), tuple(d["resized"]), tuple(d["crop"]), int(d["size"]),  # type: ignore[arg-type]
+                   str(d.get("mode", "center_crop")))
+
+
+def check_transform(transform: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a checkpoint transform dict; returns a normalised copy (ConfigError if invalid)."""
+    try:
+        size = int(transform["size"])
+        resize = int(transform.get("resize") or size)
+        mean = [float(v) for v in transform.get("mean", (0.485, 0.456, 0.406))]
+        std = [float(v) for v in transform.get("std", (0.229, 0.224, 0.225))]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid transform {dict(transform)!r} ({exc})") from None
+    mode = str(transform.get("mode") or "center_crop")
+    if mode not in MODES:
+        raise ConfigError(f"transform mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if size < 1 or resize < 1 or len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ConfigError(f"invalid transform {dict(transform)!r}")
+    return {"size": size, "resize": resize, "mean": mean, "std": std, "mode": mode}
+
+
+def compute_geometry(width: int, height: int, transform: Mapping[str, Any]) -> Geometry:
+    """The :class:`Geometry` of ``transform`` applied to a ``width x height`` image.
+
+    Sizes follow torchvision exactly: ``Resize(R)`` sets the shorter side to
+    ``R`` and the longer to ``int(R * long / short)``; ``CenterCrop(S)`` puts the
+    window at ``round((dim - S) / 2)`` (or pads by ``(S - dim) // 2`` first).
+    """
+    t = check_transform(transform)
+    s = t["size"]
+    if t["mode"] == "full":
+        return Geometry((width, height), (s, s), (0, 0), s, "full")
+    r = t["resize"]
+    if width <= height:
+        rw, rh = r, int(r * height / width)
+    else:
+        rw, rh = int(r * width / height), r
+    return Geometry((width, height), (rw, rh), (_crop_offset(rw, s), _crop_offset(rh, s)), s, "center_crop")
+
+
+def _crop_offset(dim: int, size: int) -> int:
+    if dim >= size:
+        return int(round((dim - size) / 2.0))
+    return -((size - dim) // 2)  # torchvision pads (size - dim) // 2 on the left/top
+
+
+def resize_and_crop(image: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Apply ``geometry`` to ``uint8 [H, W, 3]``: PIL bilinear (antialiased) resize, crop/pad -> ``[S, S, 3]``."""
+    w, h = geometry.original
+    if image.shape[:2] != (h, w):
+        raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, geometry expects {w}x{h}")
+    pil = Image.fromarray(image)
+    if geometry.resized != (w, h):
+        pil = pil.resize(geometry.resized, Image.BILINEAR)
+    cx, cy = geometry.crop
+    s = geometry.size
+    # outside the resized image PIL fills zeros, exactly like torchvision's CenterCrop padding
+    return np.asarray(pil.crop((cx, cy, cx + s, cy + s)))
+
+
+def normalise(crop: np.ndarray, mean: Any, std: Any) -> Tensor:
+    """``uint8 [S, S, 3]`` -> normalised float tensor ``[3, S, S]`` (``(x / 255 - mean) / std``)."""
+    m = np.asarray(mean, dtype=np.float32) * 255.0
+    sd = np.asarray(std, dtype=np.float32) * 255.0
+    arr = (crop.astype(np.float32) - m) / sd
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def eval_transform(image: np.ndarray, transform: Mapping[str, Any]) -> tuple[Tensor, Geometry]:
+    """``uint8 [H, W, 3]`` RGB -> (normalised ``[3, S, S]`` float tensor, :class:`Geometry`).
+
+    The input array is not modified.
+    """
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected uint8 [H, W, 3], got {image.dtype} {image.shape}")
+    t = check_transform(transform)
+    geo = compute_geometry(image.shape[1], image.shape[0], t)
+    return normalise(resize_and_crop(image, geo), t["mean"], t["std"]), geo
+
+
+__all__ = ["Geometry", "eval_transform", "compute_geometry", "check_transform", "resize_and_crop", "normalise",
+           "MODES"]
