@@ -95,12 +95,17 @@ def test_param_groups_hold_each_parameter_once_with_its_decay(head: str) -> None
     assert bn and not any(id(p) in set(ids) for p in bn)
 
 
-def test_entropy_term_is_mean_normalised_entropy_and_off_by_default() -> None:
+def _grouped_inputs(b: int, k: int, h: int, w: int, classes: int):
+    """Seeded ``(groups [b,k,6], labels [b], attention logits (leaf), attention [b,k,h,w])``."""
     torch.manual_seed(0)
-    groups = F.normalize(torch.randn(8, 3, 6), dim=-1)
-    labels = torch.arange(4).repeat(2)
-    logits = torch.randn(8, 3, 4, 5, requires_grad=True)
-    att = logits.flatten(2).softmax(-1).view(8, 3, 4, 5)
+    groups = F.normalize(torch.randn(b, k, 6), dim=-1)
+    labels = torch.arange(classes).repeat(b // classes)
+    logits = torch.randn(b, k, h, w, requires_grad=True)
+    return groups, labels, logits, logits.flatten(2).softmax(-1).view(b, k, h, w)
+
+
+def test_entropy_term_is_mean_normalised_entropy_and_off_by_default() -> None:
+    groups, labels, logits, att = _grouped_inputs(8, 3, 4, 5, classes=4)
     # reference: explicit loop over maps, entropy / log(h*w)
     ref = sum(-(m * m.log()).sum().item() / math.log(20) for m in att.detach().flatten(2).reshape(-1, 20)) / 24
     off = GroupedMetricLoss(3, num_classes=4, lambda_div=0.0)
@@ -130,3 +135,50 @@ def test_query_learning_rate_is_its_own_option() -> None:
     cfg["lr_query"] = 0.25
     lrs = {g["name"]: g["lr"] for g in build_param_groups(model, None, cfg)}
     assert lrs["query"] == 0.25 and lrs["keyval"] == cfg["lr"]
+
+
+def test_attention_terms_ramp_linearly_over_the_warmup_epochs() -> None:
+    from dgml_viz.train.loop import attention_weights
+
+    assert [attention_weights({"lambda_ent": 0.4}, e) for e in range(2)] == [(0.4, 0.0), (0.4, 0.0)]
+    cfg = {"lambda_ent": 0.4, "lambda_overlap": 0.8, "attention_warmup_epochs": 4}
+    got = [attention_weights(cfg, e) for e in range(6)]
+    assert [g[0] for g in got] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.4])
+    assert [g[1] for g in got] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 0.8])
+    assert attention_weights({}, 3) == (0.0, 0.0)  # configs written before the options existed
+
+
+def test_overlap_term_is_pairwise_histogram_intersection() -> None:
+    groups, labels, logits, att = _grouped_inputs(6, 3, 3, 4, classes=3)
+    ref = 0.0
+    for x in range(6):
+        for i in range(3):
+            for j in range(i + 1, 3):
+                ref += torch.minimum(att[x, i], att[x, j]).sum().item() / 6
+    ref /= 2  # 1 / (K - 1), as the diversity loss
+    loss = GroupedMetricLoss(3, num_classes=3, lambda_overlap=0.3)
+    torch.manual_seed(1)
+    out = loss(groups, labels, att)
+    assert out.overlap.item() == pytest.approx(ref, rel=1e-5)
+    torch.manual_seed(1)
+    base = GroupedMetricLoss(3, num_classes=3)(groups, labels, att)
+    assert out.total.item() == pytest.approx(base.total.item() + 0.3 * ref, rel=1e-5)
+    out.total.backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+
+
+def test_overlap_radius_counts_neighbouring_cells_as_overlap() -> None:
+    groups = F.normalize(torch.randn(1, 2, 4), dim=-1)
+    att = torch.zeros(1, 2, 5, 5)
+    att[0, 0, 2, 1] = 1.0
+    att[0, 1, 2, 2] = 1.0  # next cell: disjoint maps
+    plain = GroupedMetricLoss(2, num_classes=1, lambda_overlap=1.0)(groups, torch.zeros(1, dtype=torch.long), att)
+    assert plain.overlap.item() == 0.0
+    wide = GroupedMetricLoss(2, num_classes=1, lambda_overlap=1.0, overlap_radius=1)
+    out = wide(groups, torch.zeros(1, dtype=torch.long), att)
+    # 3x3 box filter: both maps cover the cells of columns 1-2 in rows 1-3 (2 x 3 cells of 1/9 each)
+    assert out.overlap.item() == pytest.approx(6 / 9, rel=1e-6)
+    far = att.clone()
+    far[0, 1] = 0.0
+    far[0, 1, 2, 4] = 1.0  # three cells apart: no overlap even with radius 1
+    assert wide(groups, torch.zeros(1, dtype=torch.long), far).overlap.item() == 0.0

@@ -12,6 +12,13 @@
   ``log(h*w)`` (:func:`dgml_viz.metrics.diversity.attention_entropy`). It is
   unsupervised — it sees only the model's own maps, never part masks — and
   rewards a group for reading few positions instead of spreading thinly.
+* optional attention-overlap term (``lambda_overlap``, off by default): the
+  histogram intersection ``sum_p min(a_i(p), a_j(p))`` of every pair of groups
+  of the same image, averaged like the diversity loss — also unsupervised; it
+  asks groups to read *different positions*, where the diversity loss only asks
+  for different embeddings. With ``overlap_radius`` r > 0 the maps are first
+  box-filtered over (2r+1) x (2r+1) cells, so two groups reading neighbouring
+  cells (whose receptive fields see the same object) also count as overlapping.
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ from pytorch_metric_learning import miners as pml_miners
 from torch import Tensor, nn
 
 from dgml_viz.errors import ConfigError
-from dgml_viz.metrics.diversity import attention_entropy
+from dgml_viz.metrics.diversity import attention_entropy, histogram_intersection, pair_values
 
 
 def diversity_loss(groups: Tensor, alpha: float = 2.0, beta: float = 0.5, c: float = 25.0) -> Tensor:
@@ -53,12 +60,13 @@ def diversity_loss(groups: Tensor, alpha: float = 2.0, beta: float = 0.5, c: flo
 
 @dataclass
 class LossOutput:
-    """``total = metric + lambda_div * diversity + lambda_ent * entropy`` (all scalars)."""
+    """``total = metric + lambda_div * diversity + lambda_ent * entropy + lambda_overlap * overlap``."""
 
     total: Tensor
     metric: Tensor
     diversity: Tensor
     entropy: Tensor
+    overlap: Tensor
 
 
 class GroupedMetricLoss(nn.Module):
@@ -73,6 +81,8 @@ class GroupedMetricLoss(nn.Module):
         ms_alpha, ms_beta, ms_base, ms_epsilon: multi-similarity loss / miner.
         lambda_div, div_alpha, div_beta, div_c: diversity weight and constants.
         lambda_ent: weight of the attention-entropy term (0 = off).
+        lambda_overlap: weight of the attention-overlap term (0 = off).
+        overlap_radius: box-filter radius in cells applied to the maps before the overlap.
 
     ``forward(groups [B, K, d], labels [B], attention [B, K, h, w] | None) -> LossOutput``. The learnable
     betas are this module's parameters (their own optimizer group).
@@ -82,7 +92,7 @@ class GroupedMetricLoss(nn.Module):
                  beta_init: float = 1.2, cutoff: float = 0.5, nonzero_loss_cutoff: float = 1.4,
                  ms_alpha: float = 2.0, ms_beta: float = 50.0, ms_base: float = 0.5, ms_epsilon: float = 0.1,
                  lambda_div: float = 0.0, div_alpha: float = 2.0, div_beta: float = 0.5, div_c: float = 25.0,
-                 lambda_ent: float = 0.0) -> None:
+                 lambda_ent: float = 0.0, lambda_overlap: float = 0.0, overlap_radius: int = 0) -> None:
         super().__init__()
         if kind == "margin":
             self.losses = nn.ModuleList(
@@ -102,6 +112,8 @@ class GroupedMetricLoss(nn.Module):
         self.lambda_div = float(lambda_div)
         self.div = (float(div_alpha), float(div_beta), float(div_c))
         self.lambda_ent = float(lambda_ent)
+        self.lambda_overlap = float(lambda_overlap)
+        self.overlap_radius = int(overlap_radius)
 
     def forward(self, groups: Tensor, labels: Tensor, attention: Tensor | None = None) -> LossOutput:
         groups = groups.float()
@@ -116,7 +128,16 @@ class GroupedMetricLoss(nn.Module):
         if self.lambda_ent > 0 and attention is not None:
             ent = attention_entropy(attention).mean()
             total = total + self.lambda_ent * ent
-        return LossOutput(total, metric, div, ent)
+        ovl = groups.new_zeros(())
+        k = groups.shape[1]
+        if self.lambda_overlap > 0 and attention is not None and k > 1:
+            att = attention.float()
+            if self.overlap_radius > 0:
+                r = self.overlap_radius
+                att = F.avg_pool2d(att, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+            ovl = pair_values(histogram_intersection(att)).mean(dim=0).sum() / (k - 1)
+            total = total + self.lambda_overlap * ovl
+        return LossOutput(total, metric, div, ent, ovl)
 
 
 __all__ = ["diversity_loss", "GroupedMetricLoss", "LossOutput"]
