@@ -14,9 +14,11 @@ from dgml_viz.data.synthetic import (
     MEAN,
     PALETTE,
     PART_NAMES,
+    SHAPE_NAMES,
     STD,
     SyntheticParts,
     class_attributes,
+    shape_mask,
     synthetic_transform,
 )
 from dgml_viz.errors import DatasetError
@@ -33,11 +35,11 @@ def test_splits_have_disjoint_classes_that_recombine_known_parts() -> None:
     train, test = class_attributes("train"), class_attributes("test")
     assert len(train) == len(test) == 32
     assert not set(train) & set(test)
-    assert set(train) | set(test) == set(itertools.product(range(len(COLOUR_NAMES)), repeat=len(PART_NAMES)))
-    # every (part, colour) and every pair of (part, colour) values occurs in both splits
+    assert set(train) | set(test) == set(itertools.product(range(len(SHAPE_NAMES)), repeat=len(PART_NAMES)))
+    # every (part, shape) and every pair of (part, shape) values occurs in both splits
     for split in (train, test):
         for i, j in itertools.combinations(range(len(PART_NAMES)), 2):
-            assert {(c[i], c[j]) for c in split} == set(itertools.product(range(len(COLOUR_NAMES)), repeat=2))
+            assert {(c[i], c[j]) for c in split} == set(itertools.product(range(len(SHAPE_NAMES)), repeat=2))
 
 
 def test_items_are_deterministic_and_order_independent() -> None:
@@ -58,7 +60,7 @@ def test_item_contract(test_ds: SyntheticParts) -> None:
     assert item["part_masks"].shape == (3, SIZE, SIZE) and item["part_masks"].dtype == torch.bool
     assert item["keypoints"].shape == (3, 3)
     assert item["label"] == 5 // 2 == test_ds.labels[5]
-    assert len(test_ds) == 64 and test_ds.class_names[0].startswith("circle=")
+    assert len(test_ds) == 64 and test_ds.class_names[0].startswith("red=")
     assert test_ds.transform == synthetic_transform(SIZE)
     # image is the raw uint8 picture normalised with the stored transform
     raw = torch.from_numpy(test_ds.raw_image(5)).permute(2, 0, 1).float() / 255
@@ -77,39 +79,40 @@ def test_part_masks_are_disjoint_nonempty_and_hold_their_keypoint(test_ds: Synth
             assert vis == 1 and masks[p, int(y), int(x)]
 
 
-def test_part_colour_is_the_class_attribute(test_ds: SyntheticParts) -> None:
-    """Inside part p the dominant palette colour is the class's attribute for p."""
+def test_part_shape_is_the_class_attribute_and_colour_the_part_type(test_ds: SyntheticParts) -> None:
+    """Part p's mask is exactly the class's attribute shape for p; its pixels are part p's colour."""
     palette = np.array(list(PALETTE.values()))
+    pal = palette / np.linalg.norm(palette, axis=1, keepdims=True)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5
     for i in range(0, len(test_ds), 5):
-        item = test_ds[i]
+        item, scene = test_ds[i], test_ds.scene(i)
         rgb = test_ds.raw_image(i).astype(np.float64) / 255
         for p, attr in enumerate(test_ds.classes[item["label"]]):
-            pix = rgb[item["part_masks"][p].numpy()]  # [n, 3]
-            # colour direction (brightness varies with the stripe texture)
-            pix = pix / np.linalg.norm(pix, axis=1, keepdims=True)
-            pal = palette / np.linalg.norm(palette, axis=1, keepdims=True)
+            (cx, cy), r = scene.centres[p], scene.radii[p]
+            expected = shape_mask(SHAPE_NAMES[attr], xx, yy, float(cx), float(cy), float(r))
+            assert np.array_equal(item["part_masks"][p].numpy(), expected)
+            pix = rgb[expected]
+            pix = pix / np.linalg.norm(pix, axis=1, keepdims=True)  # colour direction (stripes vary brightness)
             votes = np.bincount((pix @ pal.T).argmax(1), minlength=len(palette))
-            assert votes.argmax() == attr
+            assert COLOUR_NAMES[votes.argmax()] == PART_NAMES[p]
 
 
-def test_colours_alone_do_not_reveal_the_class() -> None:
-    """Distractors reuse the palette: the image's set of shape colours is not the part colours."""
+def test_colours_and_shapes_alone_do_not_reveal_the_class() -> None:
+    """Distractors reuse the part colours and the attribute shapes (hollow), so neither the image's
+    colours nor its bag of shapes tells the class: the attribute must be read at the part."""
     ds = SyntheticParts("train", seed=0, image_size=SIZE, samples_per_class=4)
-    palette = np.array(list(PALETTE.values()))
-    extra_colour = 0
-    for i in range(0, len(ds), 3):
-        rgb = ds.raw_image(i).astype(np.float64) / 255
-        masks = ds[i]["part_masks"].numpy().any(0)
-        # saturated pixels outside the parts = distractors (and clutter lines)
-        sat = rgb.max(-1) - rgb.min(-1) > 0.5
-        outside = rgb[sat & ~masks]
-        if len(outside) == 0:
-            continue
-        nearest = ((outside[:, None, :] - palette[None]) ** 2).sum(-1).argmin(1)
-        colours = set(np.flatnonzero(np.bincount(nearest, minlength=4) > 20))
-        extra_colour += bool(colours & set(ds.classes[ds.labels[i]]))
-    # most images show at least one part colour on a distractor as well
-    assert extra_colour > 0.5 * math.ceil(len(ds) / 3)
+    n = len(ds)
+    colour_reused = shape_reused = foreign_shape = 0
+    for i in range(0, n, 3):
+        scene = ds.scene(i)
+        part_shapes = {SHAPE_NAMES[a] for a in ds.classes[ds.labels[i]]}
+        colour_reused += any(c in PART_NAMES for _, c in scene.distractors)
+        shape_reused += any(k in part_shapes for k, _ in scene.distractors)
+        foreign_shape += any(k not in part_shapes for k, _ in scene.distractors)
+        # distractors are hollow: their pixels never form a filled part-sized blob of a part colour
+        assert len(scene.distractors) == ds.distractors
+    m = math.ceil(n / 3)
+    assert colour_reused > 0.8 * m and shape_reused > 0.8 * m and foreign_shape > 0.5 * m
 
 
 def test_bad_arguments_raise_dataset_errors() -> None:

@@ -1,24 +1,37 @@
 """A synthetic parts benchmark with a ground-truth mask per part.
 
-Every image holds one *object* made of ``P = 3`` part types (a circle, a square
-and a triangle), each painted in one of ``A = 4`` attribute colours, placed at
-random, non-overlapping positions and scales on a cluttered background. The
-class is the combination of the three part colours (``A**P = 64`` classes).
+Every image holds one *object* made of ``P = 3`` part types — the red, the green
+and the blue part, each a filled shape — and each part's *attribute* is its
+shape, one of ``A = 4`` (circle, square, triangle, diamond). Parts sit at random,
+non-overlapping positions and scales on a cluttered background. The class is the
+combination of the three part shapes (``A**P = 64`` classes).
 
 What makes the benchmark a test of *localisation*:
 
-* distractor shapes (ring, cross, diamond) reuse the same palette and the same
-  stripe textures, and the background carries thin lines in palette colours,
-  so the colour histogram of an image does not tell its class — a part's
-  colour can only be read where that part is (shape and colour must be bound);
+* distractors reuse the same colours, shapes and stripe textures: hollow
+  outlines of the four attribute shapes in the palette colours (the three part
+  colours and yellow), and thin clutter lines in palette colours. Neither the
+  image's colours (always the same three part colours) nor its bag of shapes
+  tells the class: a part's attribute can only be read where that part is,
+  by binding shape, colour and "filled" at one location;
+* a part type is found by a cue that the key convolution picks up readily (its
+  colour, and being filled), while its attribute (its shape) needs a read-out of
+  the part itself: an attention group that keeps to one part type reads that
+  part's attribute cleanly, one that spreads over the image averages the parts
+  and the same-coloured distractors together;
 * parts are far apart relative to the 43 px receptive field of the stride-8
   ``small_cnn`` backbone (default 128 px images; at least ``0.3 * S`` of empty
   space between two parts, radii ``0.09-0.12 * S``), so a feature position sees
   at most one part; 4 distractors and 8 clutter lines per image;
 * train and test classes are disjoint (32 each): a class is ``train`` when the
-  sum of its attribute indices is even. Every (part, colour) value and every
-  pair of (part, colour) values occurs in both splits, so the test classes are
+  sum of its attribute indices is even. Every (part, shape) value and every
+  pair of (part, shape) values occurs in both splits, so the test classes are
   *new combinations of known parts*.
+
+(The first version of this benchmark used shapes as part types and colours as
+attributes; the attention keys then locked onto colours — a group attended to
+"the red or yellow thing", whichever part that was — so no group kept to one
+part. See ``bench/demo_notes_synthetic.md``.)
 
 Rendered items are cached in memory (uint8 image + part map) unless
 ``cache=False``; train with ``num_workers: 0`` so the cache survives epochs.
@@ -58,9 +71,7 @@ from dgml_viz.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
-PART_NAMES: tuple[str, ...] = ("circle", "square", "triangle")
-DISTRACTOR_NAMES: tuple[str, ...] = ("ring", "cross", "diamond")
-#: Attribute values: RGB colours in [0, 1]; distractors and clutter reuse them.
+#: Attribute values: RGB colours in [0, 1]; the first three are the part colours.
 PALETTE: dict[str, tuple[float, float, float]] = {
     "red": (0.90, 0.15, 0.15),
     "green": (0.15, 0.75, 0.20),
@@ -68,7 +79,11 @@ PALETTE: dict[str, tuple[float, float, float]] = {
     "yellow": (0.95, 0.85, 0.10),
 }
 COLOUR_NAMES: tuple[str, ...] = tuple(PALETTE)
-_COLOURS = np.array(list(PALETTE.values()), dtype=np.float32)  # [A, 3]
+_COLOURS = np.array(list(PALETTE.values()), dtype=np.float32)  # [4, 3]
+#: Part types, named by their (fixed) colour; part ``p`` is painted ``PALETTE[PART_NAMES[p]]``.
+PART_NAMES: tuple[str, ...] = ("red", "green", "blue")
+#: Attribute values: the shape of a part (distractors are hollow outlines of the same shapes).
+SHAPE_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
 
 #: Normalisation of the generated images (stored in checkpoints as ``transform``).
 MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -85,20 +100,20 @@ def synthetic_transform(image_size: int = 128) -> dict[str, Any]:
 
 
 def class_attributes(split: str) -> list[tuple[int, ...]]:
-    """Attribute tuples ``(a_circle, a_square, a_triangle)`` of a split's classes, label order.
+    """Attribute tuples ``(shape of red, shape of green, shape of blue)`` of a split's classes, label order.
 
     ``train``: the 32 combinations whose index sum is even; ``test``: the 32 odd ones.
     """
     if split not in _SPLIT_CODES:
         raise DatasetError(f"synthetic parts: unknown split {split!r}; choose train or test")
-    combos = itertools.product(range(len(COLOUR_NAMES)), repeat=len(PART_NAMES))
+    combos = itertools.product(range(len(SHAPE_NAMES)), repeat=len(PART_NAMES))
     parity = _SPLIT_CODES[split]
     return [c for c in combos if sum(c) % 2 == parity]
 
 
 def class_name(attributes: tuple[int, ...]) -> str:
-    """``"circle=red,square=blue,triangle=green"``."""
-    return ",".join(f"{p}={COLOUR_NAMES[a]}" for p, a in zip(PART_NAMES, attributes))
+    """``"red=circle,green=diamond,blue=square"``."""
+    return ",".join(f"{p}={SHAPE_NAMES[a]}" for p, a in zip(PART_NAMES, attributes))
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -132,6 +147,8 @@ class Scene:
     rgb: np.ndarray  # [S, S, 3] float32 in [0, 1]
     part_masks: np.ndarray  # [P, S, S] bool
     centres: np.ndarray  # [P, 2] (x, y) pixels
+    radii: np.ndarray  # [P] part radii in pixels (``shape_mask`` argument)
+    distractors: tuple[tuple[str, str], ...] = ()  # (shape, colour name) of each hollow distractor
 
 
 def _place(rng: np.random.Generator, radii: np.ndarray, size: int, gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -168,7 +185,7 @@ def render_scene(
     part_gap: float = 0.3,
     clutter_lines: int = 8,
 ) -> Scene:
-    """Draw one object (parts coloured by ``attributes``) with distractors and clutter.
+    """Draw one object (part ``p`` in colour ``p``, shaped by ``attributes[p]``) with distractors and clutter.
 
     ``part_scale`` is the range of shape radii, ``gap`` the smallest empty space
     between two shapes and ``part_gap`` that between two parts of the object
@@ -189,8 +206,8 @@ def render_scene(
         img[m] = 0.5 * img[m] + 0.5 * _COLOURS[rng.integers(len(_COLOURS))]
 
     n_parts = len(attributes)
-    kinds = list(PART_NAMES[:n_parts]) + list(rng.choice(DISTRACTOR_NAMES, size=distractors))
-    colours = list(attributes) + list(rng.integers(len(_COLOURS), size=distractors))
+    kinds = [SHAPE_NAMES[a] for a in attributes] + list(rng.choice(SHAPE_NAMES, size=distractors))
+    colours = list(range(n_parts)) + list(rng.integers(len(_COLOURS), size=distractors))
     radii = rng.uniform(part_scale[0], part_scale[1], size=len(kinds)) * size
     gaps = np.full((len(kinds), len(kinds)), gap * size)
     gaps[:n_parts, :n_parts] = part_gap * size
@@ -202,6 +219,8 @@ def render_scene(
         x0, x1 = max(0, int(cx - r) - 2), min(size, int(cx + r) + 3)
         lx, ly = xx[y0:y1, x0:x1], yy[y0:y1, x0:x1]
         m = shape_mask(kind, lx, ly, cx, cy, r)
+        if i >= n_parts:  # distractor: the hollow outline of the same shape
+            m &= ~shape_mask(kind, lx, ly, cx, cy, 0.55 * r)
         tint = _COLOURS[colour] * rng.uniform(0.85, 1.05)
         if rng.random() < 0.5:  # stripe texture, shared by parts and distractors
             angle = rng.uniform(0, np.pi)
@@ -212,7 +231,9 @@ def render_scene(
         patch = img[y0:y1, x0:x1]
         patch[m] = np.clip(tint[None, :] * shade[m][:, None] + rng.normal(0, 0.03, size=(int(m.sum()), 3)), 0, 1)
         masks[i, y0:y1, x0:x1] = m
-    return Scene(rgb=img, part_masks=masks[:n_parts].copy(), centres=centres[:n_parts].astype(np.float32))
+    return Scene(rgb=img, part_masks=masks[:n_parts].copy(), centres=centres[:n_parts].astype(np.float32),
+                 radii=radii[:n_parts].astype(np.float32),
+                 distractors=tuple((str(k), COLOUR_NAMES[int(c)]) for k, c in zip(kinds[n_parts:], colours[n_parts:])))
 
 
 class SyntheticParts(Dataset):
