@@ -32,10 +32,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def make_images(folder: Path, n: int) -> list[Path]:
+def make_images(folder: Path, n: int, source: str = "photos") -> list[Path]:
+    """``n`` image files: scikit-image photos (JPEG) or the demo model's own held-out images (128 px PNG)."""
     from PIL import Image
     from skimage import data
 
+    if source == "synthetic":
+        from dgml_viz.data.synthetic import SyntheticParts
+
+        ds = SyntheticParts("test", seed=0, image_size=128, samples_per_class=20, cache=False)
+        folder.mkdir(parents=True, exist_ok=True)
+        out = []
+        for i in range(n):
+            p = folder / f"{i // 100:03d}" / f"img{i:05d}.png"
+            p.parent.mkdir(exist_ok=True)
+            Image.fromarray(ds.raw_image(i % len(ds))).save(p)
+            out.append(p)
+        return out
     photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -84,7 +97,7 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
         model, label = build_model(args.model, tmp)
-        paths = make_images(tmp / "imgs", args.n)
+        paths = make_images(tmp / "imgs", args.n, args.images)
         tensors = [prepare_image(p, model.transform)[0] for p in paths]
         batches = [torch.stack(tensors[i:i + args.batch_size]) for i in range(0, len(tensors), args.batch_size)]
         run_batch(model, batches[0])  # warm-up
@@ -125,7 +138,7 @@ def run_cli(args: argparse.Namespace) -> dict[str, object]:
         tmp = Path(tmpd)
         model, label = build_model(args.model, tmp)
         del model
-        paths = make_images(tmp / "imgs", args.n)
+        paths = make_images(tmp / "imgs", args.n, args.images)
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         t0 = time.perf_counter()
         rc = main(["heatmaps", "--ckpt", str(tmp / "model.pt") if (tmp / "model.pt").exists() else
@@ -146,6 +159,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--format", default="jpg")
+    ap.add_argument("--images", default="photos", choices=("photos", "synthetic"),
+                    help="photos: scikit-image JPEGs (~500 px); synthetic: the demo benchmark's 128 px test images")
     ap.add_argument("--size", type=int, default=None)
     ap.add_argument("--memory", default=None, help="comma-separated image counts: peak RSS of a CLI run each")
     ap.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
@@ -159,7 +174,7 @@ def main() -> None:
     if args.memory:
         for n in [int(v) for v in args.memory.split(",")]:
             cmd = [sys.executable, __file__, "--_child", "--model", args.model, "--n", str(n), "--batch-size",
-                   str(args.batch_size), "--workers", str(args.workers)]
+                   str(args.batch_size), "--workers", str(args.workers), "--images", args.images]
             res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
             line = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else res.stderr[-2000:]
             print(line, flush=True)

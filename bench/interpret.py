@@ -62,7 +62,7 @@ def main() -> None:
         note = "untrained stand-in (small_cnn w16, 128px, K=3, dim 96 as recipes/synthetic.yaml; demo.pt not there yet)"
     compare = args.compare
     if compare is None:
-        compare = sorted(str(c) for c in (ROOT / "checkpoints" / "baselines").glob("*.pt"))
+        compare = sorted(str(c) for c in (ROOT / "checkpoints" / "baselines").glob(f"{Path(args.config).stem}_*.pt"))
         if not compare:
             compare = [str(_stand_in(tmp / f"{h}.pt", h)) for h in ("gap", "multi_linear", "gate")]
     runs = [("primary only", [])] + ([] if args.no_compare else [(f"primary + {len(compare)} baselines", compare)])

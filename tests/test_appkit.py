@@ -68,6 +68,9 @@ def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     for n in ("a.pt", "demo.pt", "z.pt"):
         (tmp_path / n).write_bytes(b"x")
     assert settings.default_checkpoint() == tmp_path / "demo.pt"
+    (tmp_path / "baselines").mkdir()
+    (tmp_path / "baselines" / "gap.pt").write_bytes(b"x")
+    assert settings.list_checkpoints() == [tmp_path / n for n in ("a.pt", "demo.pt", "z.pt", "baselines/gap.pt")]
     (tmp_path / "demo.pt").unlink()
     assert settings.default_checkpoint() == tmp_path / "a.pt"
     monkeypatch.setenv("DGML_VIZ_DEFAULT_CKPT", str(tmp_path / "z.pt"))

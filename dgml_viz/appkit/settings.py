@@ -26,11 +26,13 @@ def checkpoint_dir() -> Path:
 
 
 def list_checkpoints() -> list[Path]:
-    """Sorted ``*.pt`` files of :func:`checkpoint_dir` (empty if the folder is missing)."""
+    """``*.pt`` files of :func:`checkpoint_dir`, then of its ``baselines/`` subfolder (the comparison
+    heads shipped beside the demo model), each sorted; empty if the folder is missing."""
     folder = checkpoint_dir()
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.glob("*.pt") if p.is_file())
+    top = sorted(p for p in folder.glob("*.pt") if p.is_file())
+    return top + sorted(p for p in folder.glob("baselines/*.pt") if p.is_file())
 
 
 def default_checkpoint() -> Path | None:
