@@ -138,6 +138,21 @@ def test_composite_colours_by_dominant_group() -> None:
     assert len({tuple(c) for c in group_colors(12)}) == 12
 
 
+def test_composite_intensity_shows_a_weak_group_at_its_own_strength() -> None:
+    img = _frozen(np.full((10, 20, 3), 128, np.uint8))
+    shared = np.zeros((2, 10, 20), np.float32)
+    shared[0, :, :10] = 1.0  # strong group, left half
+    shared[1, :, 10:] = 0.1  # weak group, right half: wins there, but faint on the shared scale
+    per_map = shared / shared.reshape(2, -1).max(1)[:, None, None]
+    colors = group_colors(2)
+    faint = composite(img, _frozen(shared), colors, alpha=1.0)
+    shown = composite(img, _frozen(shared), colors, alpha=1.0, intensity=_frozen(per_map))
+    assert np.array_equal(shown[5, 15], colors[1]) and not np.array_equal(faint[5, 15], colors[1])
+    assert np.array_equal(shown[5, 5], colors[0]) and np.array_equal(faint[5, 5], colors[0])
+    with pytest.raises(ValueError, match="intensity"):
+        composite(img, shared, colors, intensity=per_map[:1])
+
+
 def test_render_panels_shapes_and_purity() -> None:
     img = _frozen(_img(60, 90))
     maps = RNG.random((3, 4, 4)).astype(np.float32)

@@ -48,6 +48,7 @@ def composite(
     valid: np.ndarray | None = None,
     invalid: str = "hatch",
     background: np.ndarray | None = None,
+    intensity: np.ndarray | None = None,
 ) -> np.ndarray:
     """Colour each pixel by its dominant group, intensity by its value.
 
@@ -59,6 +60,10 @@ def composite(
         valid: optional ``bool [H, W]`` of pixels the model saw.
         invalid: how to draw the others (see :func:`dgml_viz.render.heatmap.mark_invalid`).
         background: precomputed :func:`~dgml_viz.render.heatmap.invalid_background`.
+        intensity: optional ``float [K, H, W]`` in ``[0, 1]``: the opacity of the winning group
+            is read here instead of from ``values``. Pass per-map normalised maps to pick the
+            winner on a shared scale while showing every group at its own strength (otherwise
+            a group whose peak is lower than another group's is barely visible).
 
     Returns:
         New ``uint8 [H, W, 3]``.
@@ -75,6 +80,11 @@ def composite(
     if v.shape[0] > 256:
         raise ValueError(f"at most 256 groups, got {v.shape[0]}")
     idx, top = dominant_group(v)
+    if intensity is not None:
+        inten = np.asarray(intensity, dtype=np.float32)
+        if inten.shape != v.shape:
+            raise ValueError(f"intensity must have the shape of values {v.shape}, got {inten.shape}")
+        top = np.take_along_axis(inten, idx[None], axis=0)[0]
     w = np.fmin(np.fmax(top, np.float32(0.0)), np.float32(1.0)) * np.float32(alpha)
     lut = np.zeros((256, 1, 3), np.uint8)
     lut[: cols.shape[0], 0] = cols

@@ -86,11 +86,13 @@ def render_panels(
             panel = draw_contour(panel, inside & valid)
         out[f"group{g}"] = panel
     if options.composite:
-        # groups compete for each pixel, so the composite compares them on one scale
-        shared = values if options.norm != "per_map" else \
+        # groups compete for each pixel on one scale; the winner is drawn at its own (per-map) strength
+        shared = values if options.norm == "shared" else \
             upsample_maps(maps, geometry, size, options.interpolation, "shared")[0]
+        per_map = values if options.norm == "per_map" else \
+            upsample_maps(maps, geometry, size, options.interpolation, "per_map")[0]
         out["composite"] = composite(base, shared, group_colors(k), min(1.0, options.alpha + 0.2), valid,
-                                     options.invalid, background)
+                                     options.invalid, background, intensity=per_map)
     return out
 
 
