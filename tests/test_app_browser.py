@@ -2,8 +2,9 @@
 in headless Chromium (selenium); wait for the images, check there is no error box, save screenshots.
 
 Screenshots go to ``$DGML_VIZ_TEST_ARTIFACTS`` or ``test-artifacts/app/`` (git-ignored).
-The app is pointed at tiny checkpoints written to a temp folder; set
-``DGML_VIZ_TEST_CHECKPOINT_DIR`` (a folder with ``demo.pt``) to screenshot real models instead.
+The app opens the shipped ``checkpoints/`` (the main job: demo model + baselines) when
+``checkpoints/demo.pt`` exists, else tiny checkpoints written to a temp folder; set
+``DGML_VIZ_TEST_CHECKPOINT_DIR`` (a folder with ``demo.pt``) to screenshot other models.
 Skipped (with the reason) only when Chromium / chromedriver / selenium are absent.
 """
 from __future__ import annotations
@@ -62,7 +63,8 @@ def _artifacts() -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("browser")
-    real = os.environ.get("DGML_VIZ_TEST_CHECKPOINT_DIR")
+    shipped = ROOT / "checkpoints"
+    real = os.environ.get("DGML_VIZ_TEST_CHECKPOINT_DIR") or (str(shipped) if (shipped / "demo.pt").exists() else None)
     folder = Path(real) if real else tmp / "ckpts"
     if not real:
         write_checkpoints(folder)
