@@ -12,29 +12,10 @@ import platform
 import time
 
 import torch
-import torch.nn.functional as F
-from torch import nn
+from reference_head import LoopHead
 
 from dgml_viz.model import create_model
 from dgml_viz.model.heads import AttentiveHead
-
-
-class LoopHead(nn.Module):
-    """Reference style: K one-channel 1x1 query convs run in a Python loop."""
-
-    def __init__(self, c: int, k: int, dim: int, r: int) -> None:
-        super().__init__()
-        self.key_conv = nn.Conv2d(c, c // r, 1, bias=False)
-        self.val_conv = nn.Conv2d(c, dim // k, 1, bias=False)
-        self.que = nn.ModuleList(nn.Conv2d(c // r, 1, 1, bias=False) for _ in range(k))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        keys, values = self.key_conv(x), self.val_conv(x).flatten(2)
-        outs = []
-        for conv in self.que:
-            att = conv(keys).flatten(2).softmax(-1)
-            outs.append(F.normalize((values * att).sum(-1), dim=-1))
-        return torch.cat(outs, 1)
 
 
 def time_fwd_bwd(fn, x: torch.Tensor, reps: int) -> float:
@@ -65,7 +46,7 @@ def main() -> None:
         ours = AttentiveHead(2048, groups=k, dim=512, reduction=8)
         loop = LoopHead(2048, k, 512, 8)
         t_ours = time_fwd_bwd(lambda t: ours(t).embedding, x, args.reps)
-        t_loop = time_fwd_bwd(loop, x, args.reps)
+        t_loop = time_fwd_bwd(lambda t: loop(t).flatten(1), x, args.reps)
         heads[k] = t_ours
         print(f"K={k}: attentive head {t_ours * 1e3:8.1f} ms | per-query loop {t_loop * 1e3:8.1f} ms "
               f"| speed-up {t_loop / t_ours:5.1f}x")

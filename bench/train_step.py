@@ -21,30 +21,11 @@ import platform
 import time
 
 import torch
-import torch.nn.functional as F
+from reference_head import LoopHead
 from torch import nn
 
 from dgml_viz.model import create_model
 from dgml_viz.train.losses import GroupedMetricLoss
-
-
-class LoopHead(nn.Module):
-    """Reference style: key/value 1x1 convs, then K one-channel query convs in a Python loop."""
-
-    def __init__(self, c: int, k: int, dim: int, r: int) -> None:
-        super().__init__()
-        self.key_conv = nn.Conv2d(c, c // r, 1, bias=False)
-        self.val_conv = nn.Conv2d(c, dim // k, 1, bias=False)
-        self.que = nn.ModuleList(nn.Conv2d(c // r, 1, 1, bias=False) for _ in range(k))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, h, w] -> [B, K, d]`` normalised groups."""
-        keys, values = self.key_conv(x), self.val_conv(x).flatten(2)
-        outs = []
-        for conv in self.que:
-            att = conv(keys).flatten(2).softmax(-1)
-            outs.append(F.normalize((values * att).sum(-1), dim=-1))
-        return torch.stack(outs, 1)
 
 
 class ReferenceNet(nn.Module):
