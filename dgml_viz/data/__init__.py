@@ -9,11 +9,9 @@ imported lazily on attribute access.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from dgml_viz.data.registry import build_dataset, dataset_spec, list_datasets, register_dataset
 from dgml_viz.data.sampler import ClassBalancedBatchSampler
+from dgml_viz.utils.lazy import lazy_getattr
 
 _LAZY = {
     "SyntheticParts": "dgml_viz.data.synthetic",
@@ -29,12 +27,7 @@ _LAZY = {
     "build_transforms": "dgml_viz.data.train_transforms",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = ["build_dataset", "dataset_spec", "list_datasets", "register_dataset",
            "ClassBalancedBatchSampler", *_LAZY]

@@ -5,8 +5,7 @@ Submodules are imported lazily on attribute access so importing
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from dgml_viz.utils.lazy import lazy_getattr
 
 _LAZY = {
     "recall_at_k": "dgml_viz.metrics.retrieval",
@@ -16,16 +15,6 @@ _LAZY = {
     "retrieval_metrics": "dgml_viz.metrics.retrieval",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    try:
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"{__name__}.{name}":
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-        raise
-
+__getattr__ = lazy_getattr(__name__, _LAZY, submodules=True)
 
 __all__ = list(_LAZY)

@@ -6,8 +6,7 @@ submodules import what they need.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from dgml_viz.utils.lazy import lazy_getattr
 
 _LAZY = {
     "analyse_model": "dgml_viz.report.analysis",
@@ -16,11 +15,6 @@ _LAZY = {
     "write_report": "dgml_viz.report.writer",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = list(_LAZY)
