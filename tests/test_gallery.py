@@ -8,26 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from skimage import data
 
 from dgml_viz.cli import main
-from dgml_viz.model import create_model
-from dgml_viz.model.checkpoint import save_checkpoint
 from dgml_viz.render.figures import Row, grid_figure, save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
-TRANSFORM = {"size": 96, "resize": 110, "mean": [0.5] * 3, "std": [0.25] * 3, "mode": "center_crop"}
 IMAGES = ["skimage:astronaut", "skimage:chelsea", "skimage:coffee"]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint(create_model("small_cnn", groups=3, dim=48), path, transform=TRANSFORM)
-    return path
 
 
 def _svg_images(path: Path) -> int:

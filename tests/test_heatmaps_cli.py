@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
+from conftest import CROP_TRANSFORM
 from PIL import Image
 from skimage import data
 
@@ -19,18 +19,9 @@ from dgml_viz.data import images as images_mod
 from dgml_viz.model import create_model
 from dgml_viz.model.checkpoint import save_checkpoint
 
-TRANSFORM = {"size": 96, "resize": 110, "mean": [0.5] * 3, "std": [0.25] * 3, "mode": "center_crop"}
 GOOD = ["astronaut.png", "sub/chelsea.jpg", "gray.png", "rgba.png", "d16.png", "palette.png", "exif.jpg"]
 BAD = {"empty.jpg": "empty", "trunc.png": "truncated", "notimg.jpg": "not an image", "bomb.png": "too large",
        "locked.png": "permission denied"}
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint(create_model("small_cnn", groups=3, dim=48), path, transform=TRANSFORM)
-    return path
 
 
 def _small(img: np.ndarray, side: int = 150) -> np.ndarray:
@@ -207,7 +198,8 @@ def test_bad_checkpoint_and_head_without_maps(tmp_path: Path, capsys: pytest.Cap
     assert main(["heatmaps", "--ckpt", str(tmp_path / "bad.pt"), "--images", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("dgml-viz heatmaps: error:") and "bad.pt" in err and "\n" not in err
-    save_checkpoint(create_model("small_cnn", groups=2, dim=16, head="gap"), tmp_path / "gap.pt", transform=TRANSFORM)
+    save_checkpoint(create_model("small_cnn", groups=2, dim=16, head="gap"), tmp_path / "gap.pt",
+                    transform=CROP_TRANSFORM)
     assert main(["heatmaps", "--ckpt", str(tmp_path / "gap.pt"), "--images", str(tmp_path)]) == 2
     assert "no spatial maps" in capsys.readouterr().err
 
