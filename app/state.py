@@ -116,6 +116,15 @@ def _demo_dataset(image_size: int, seed: int) -> Any:
     return sources.demo_dataset(image_size, num_per_class=DEMO_PER_CLASS, seed=seed)
 
 
+def require_image() -> sources.SourceImage:
+    """The image picked in the sidebar; without one, show a hint and stop the page here."""
+    image = st.session_state.get("_image")
+    if image is None:
+        st.info("Pick an image in the sidebar.")
+        st.stop()
+    return image
+
+
 def demo_spec(handle: ModelHandle) -> tuple[int, int]:
     """``(image_size, seed)`` of the held-out demo images for this model.
 

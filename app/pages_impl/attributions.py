@@ -9,15 +9,12 @@ from app import state
 from dgml_viz.appkit import analysis, views
 
 handle: state.ModelHandle = st.session_state["_handle"]
-image = st.session_state.get("_image")
 
 st.header("Attributions")
 st.caption("Which pixels make group g of this image similar to group g of a reference image? "
            "Integrated Gradients (pixels) and Grad-CAM (last feature map) of cos(f_g(x), f_g(ref)), "
            "beside the group's attention, with their Spearman rank correlation.")
-if image is None:
-    st.info("Pick an image in the sidebar.")
-    st.stop()
+image = state.require_image()
 
 prep = state.prepared(handle, image)
 enc = state.encoded(handle, image)

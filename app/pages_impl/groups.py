@@ -8,16 +8,13 @@ from app import state, widgets
 from dgml_viz.appkit import analysis, views
 
 handle: state.ModelHandle = st.session_state["_handle"]
-image = st.session_state.get("_image")
 
 st.header("Groups")
 st.caption("Each group's spatial attention laid over the original image, and the composite "
            "(each pixel coloured by the group that attends to it most).")
 style = widgets.style_controls("groups")
 
-if image is None:
-    st.info("Pick an image in the sidebar.")
-    st.stop()
+image = state.require_image()
 
 prep = state.prepared(handle, image)
 enc = state.encoded(handle, image)

@@ -12,12 +12,9 @@ from dgml_viz.appkit import views
 from dgml_viz.errors import DgmlVizError
 
 handle: state.ModelHandle = st.session_state["_handle"]
-image = st.session_state.get("_image")
 
 st.header("Invariance")
-if image is None:
-    st.info("Pick an image in the sidebar.")
-    st.stop()
+image = state.require_image()
 
 prep = state.prepared(handle, image)
 x = prep.tensor
