@@ -55,6 +55,21 @@ def test_groups_no_composite_double_width(tmp_path: Path, ckpt: Path) -> None:
     assert abs(Image.open(tmp_path / "fig2.png").size[0] - 6.75 * 72) <= 1
 
 
+def test_folder_of_images_gives_one_row_per_image(tmp_path: Path, ckpt: Path) -> None:
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    Image.fromarray(data.astronaut()[::4, ::4]).save(photos / "a.png")
+    Image.fromarray(data.chelsea()[::4, ::4]).save(photos / "sub" / "b.jpg")
+    (photos / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    args = ["gallery", "--ckpt", str(ckpt), "--images", str(photos), "skimage:coffee", "--out", str(out),
+            "--dpi", "72", "--formats", "svg"]
+    assert main(args) == 0
+    assert _svg_images(out / "gallery.svg") == 3 * (1 + 3 + 1)  # a.png, sub/b.jpg, coffee
+    (tmp_path / "empty").mkdir()
+    assert main(["gallery", "--ckpt", str(ckpt), "--images", str(tmp_path / "empty"), "--out", str(out)]) == 2
+
+
 def test_retrieval_figure_and_yaml_config(tmp_path: Path, ckpt: Path) -> None:
     gal = tmp_path / "gallery_dir"
     gal.mkdir()

@@ -6,7 +6,7 @@ for one (3.25 in) or two (6.75 in) paper columns. With ``--query`` also a
 retrieval figure: the query and its top-k neighbours from ``--gallery-dir``
 (cosine similarity of the embeddings), each row with its group overlays.
 
-Images are files or ``skimage:<name>`` (scikit-image's bundled photos:
+Images are files, folders (expanded to their images) or ``skimage:<name>`` (scikit-image's bundled photos:
 astronaut, chelsea, coffee, rocket, ...). Options can come from a YAML file
 (``--config``; keys are the long option names with ``_``, ``images`` a list);
 command-line values win. Output is deterministic: same inputs, same bytes.
@@ -40,7 +40,8 @@ _DEFAULTS: dict[str, Any] = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="dgml_viz checkpoint (.pt)")
     parser.add_argument("--images", nargs="+", default=None,
-                        help="image files or skimage:<name> (e.g. skimage:astronaut), one row each")
+                        help="image files, folders (their images, recursively, sorted) or skimage:<name> "
+                             "(e.g. skimage:astronaut), one row per image")
     parser.add_argument("--config", default=None, help="YAML with the same keys (images: [...], width: ...)")
     parser.add_argument("--out", default=None, help="output folder (default gallery_out)")
     parser.add_argument("--name", default=None, help="file stem of the figure (default gallery)")
@@ -96,6 +97,23 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     if not opts["images"] and not opts["query"]:
         raise ConfigError("no images: give --images, --query or a --config with images")
     return opts
+
+
+def expand_images(specs: Sequence[str]) -> list[str]:
+    """Each folder in ``specs`` replaced by its images (the ``heatmaps`` collector: recursive,
+    sorted, hidden names skipped); files and ``skimage:<name>`` kept as given."""
+    from dgml_viz.commands.heatmaps import collect_sources
+
+    out: list[str] = []
+    for spec in specs:
+        if not spec.startswith("skimage:") and Path(spec).is_dir():
+            found = [str(src.path) for src in collect_sources(spec)]
+            if not found:
+                raise ConfigError(f"{spec}: folder holds no images")
+            out += found
+        else:
+            out.append(spec)
+    return out
 
 
 def load_source(spec: str, max_pixels: int | None = None) -> np.ndarray:
@@ -201,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         if opts["composite"] else None
     written: list[Path] = []
     if opts["images"]:
-        specs = [str(s) for s in opts["images"]]
+        specs = expand_images([str(s) for s in opts["images"]])
         images = [load_source(s, opts["max_pixels"]) for s in specs]
         maps, _, geos = _analyse(model, images)
         rows = _rows(images, maps, geos, groups, opts, [_label(s) for s in specs])
