@@ -93,3 +93,22 @@ def test_per_query_hits_match_recall() -> None:
     assert ours == pytest.approx(per_group_recall_at_1(groups, labels))
     h, v = D.per_query_hits(groups.flatten(1), labels)
     assert h[v].float().mean().item() == pytest.approx(recall_at_k(groups.flatten(1), labels, (1,))[1])
+
+
+def test_attention_spread_known_answers() -> None:
+    h, w = 6, 4
+    uniform = torch.full((2, 3, h, w), 1 / (h * w))
+    expected = (1 - 1 / h ** 2) / 12 + (1 - 1 / w ** 2) / 12  # variance of a discrete uniform on cell centres
+    assert torch.allclose(D.attention_spread(uniform), torch.full((2, 3), expected))
+    one = torch.zeros(1, 1, h, w)
+    one[0, 0, 2, 1] = 1.0
+    assert D.attention_spread(one).item() == pytest.approx(0.0, abs=1e-7)
+    split = torch.zeros(1, 1, h, w)  # half on each of two opposite corners
+    split[0, 0, 0, 0] = split[0, 0, h - 1, w - 1] = 0.5
+    dy, dx = (h - 1) / h, (w - 1) / w
+    assert D.attention_spread(split).item() == pytest.approx((dy ** 2 + dx ** 2) / 4, rel=1e-6)
+    # unnormalised maps are normalised first; the value does not change with a finer grid of the same map
+    assert D.attention_spread(split * 7).item() == pytest.approx(D.attention_spread(split).item(), rel=1e-6)
+    fine = torch.nn.functional.interpolate(one, scale_factor=2, mode="nearest")
+    # one coarse cell = 2 x 2 fine cells, half a fine step either side of the coarse centre
+    assert D.attention_spread(fine).item() == pytest.approx((1 / (4 * h)) ** 2 + (1 / (4 * w)) ** 2, rel=1e-5)

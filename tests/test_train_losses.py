@@ -64,6 +64,24 @@ def test_grouped_margin_loss_is_mean_of_per_group_pml_losses() -> None:
     assert all(lf.beta.grad is not None for lf in loss.losses)
 
 
+def test_concat_option_is_one_pml_loss_on_the_retrieval_embedding() -> None:
+    torch.manual_seed(0)
+    groups = torch.randn(16, 3, 8) * 3  # unnormalised on purpose: each group is normalised first
+    labels = torch.arange(4).repeat_interleave(4)
+    loss = GroupedMetricLoss(3, num_classes=4, lambda_div=0.5, metric_on="concat")
+    assert len(loss.losses) == 1 and loss.losses[0].beta.shape == (4,)
+    retrieval = F.normalize(F.normalize(groups, dim=-1).reshape(16, 24), dim=-1)
+    torch.manual_seed(1)
+    out = loss(groups, labels)
+    torch.manual_seed(1)
+    ref_loss = pml_losses.MarginLoss(margin=0.2, nu=0, beta=1.2, learn_beta=True, num_classes=4)
+    manual = ref_loss(retrieval, labels, loss.miners[0](retrieval, labels))
+    assert out.metric.item() == pytest.approx(manual.item(), rel=1e-6)
+    assert out.total.item() == pytest.approx(manual.item() + 0.5 * diversity_loss(groups).item(), rel=1e-6)
+    with pytest.raises(Exception, match="metric_on"):
+        GroupedMetricLoss(3, num_classes=4, metric_on="pooled")
+
+
 def test_multi_similarity_option() -> None:
     loss = GroupedMetricLoss(2, num_classes=4, kind="multi_similarity")
     out = loss(F.normalize(torch.randn(8, 2, 6), dim=-1), torch.arange(4).repeat(2))
@@ -104,27 +122,45 @@ def _grouped_inputs(b: int, k: int, h: int, w: int, classes: int):
     return groups, labels, logits, logits.flatten(2).softmax(-1).view(b, k, h, w)
 
 
+def check_attention_term(field: str, option: str, weight: float, ref: float, groups: torch.Tensor,
+                         labels: torch.Tensor, logits: torch.Tensor, att: torch.Tensor) -> GroupedMetricLoss:
+    """Off by default (not computed); on, the term == ``ref`` and adds ``weight * ref``; gradients reach the logits."""
+    classes = int(labels.max()) + 1
+    torch.manual_seed(1)  # same miner draws for both
+    base = GroupedMetricLoss(3, num_classes=classes)(groups, labels, att)
+    assert getattr(base, field).item() == 0.0
+    on = GroupedMetricLoss(3, num_classes=classes, **{option: weight})
+    torch.manual_seed(1)
+    out = on(groups, labels, att)
+    assert getattr(out, field).item() == pytest.approx(ref, rel=1e-5)
+    assert out.total.item() == pytest.approx(base.total.item() + weight * ref, rel=1e-5)
+    out.total.backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+    return on
+
+
 def test_entropy_term_is_mean_normalised_entropy_and_off_by_default() -> None:
     groups, labels, logits, att = _grouped_inputs(8, 3, 4, 5, classes=4)
     # reference: explicit loop over maps, entropy / log(h*w)
     ref = sum(-(m * m.log()).sum().item() / math.log(20) for m in att.detach().flatten(2).reshape(-1, 20)) / 24
-    off = GroupedMetricLoss(3, num_classes=4, lambda_div=0.0)
-    torch.manual_seed(1)
-    base = off(groups, labels, att)
-    assert base.entropy.item() == 0.0  # lambda_ent = 0: not computed
-    on = GroupedMetricLoss(3, num_classes=4, lambda_div=0.0, lambda_ent=0.7)
-    torch.manual_seed(1)
-    out = on(groups, labels, att)
-    assert out.entropy.item() == pytest.approx(ref, rel=1e-5)
-    assert out.total.item() == pytest.approx(base.total.item() + 0.7 * ref, rel=1e-5)
-    out.total.backward()
-    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+    on = check_attention_term("entropy", "lambda_ent", 0.7, ref, groups, labels, logits, att)
     # uniform maps have normalised entropy 1, one-hot maps 0
     uniform = torch.full((2, 3, 4, 5), 1 / 20)
     onehot = torch.zeros(2, 3, 20)
     onehot[..., 7] = 1.0
     assert on(groups[:2], labels[:2], uniform).entropy.item() == pytest.approx(1.0, abs=1e-6)
     assert on(groups[:2], labels[:2], onehot.view(2, 3, 4, 5)).entropy.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_spread_term_is_mean_spatial_variance_of_the_maps() -> None:
+    groups, labels, logits, att = _grouped_inputs(6, 3, 4, 5, classes=3)
+    ref = 0.0  # explicit loop over maps and cells: E||p - E p||^2 with p the cell centre
+    for m in att.detach().reshape(-1, 4, 5):
+        cells = [((i + 0.5) / 4, (j + 0.5) / 5, m[i, j].item()) for i in range(4) for j in range(5)]
+        my = sum(y * a for y, _, a in cells)
+        mx = sum(x * a for _, x, a in cells)
+        ref += sum(a * ((y - my) ** 2 + (x - mx) ** 2) for y, x, a in cells) / 18
+    check_attention_term("spread", "lambda_spread", 3.0, ref, groups, labels, logits, att)
 
 
 def test_query_learning_rate_is_its_own_option() -> None:
@@ -140,12 +176,17 @@ def test_query_learning_rate_is_its_own_option() -> None:
 def test_attention_terms_ramp_linearly_over_the_warmup_epochs() -> None:
     from dgml_viz.train.loop import attention_weights
 
-    assert [attention_weights({"lambda_ent": 0.4}, e) for e in range(2)] == [(0.4, 0.0), (0.4, 0.0)]
-    cfg = {"lambda_ent": 0.4, "lambda_overlap": 0.8, "attention_warmup_epochs": 4}
+    assert [attention_weights({"lambda_ent": 0.4}, e) for e in range(2)] == [(0.4, 0.0, 0.0), (0.4, 0.0, 0.0)]
+    cfg = {"lambda_ent": 0.4, "lambda_overlap": 0.8, "lambda_spread": 2.0, "attention_warmup_epochs": 4}
     got = [attention_weights(cfg, e) for e in range(6)]
     assert [g[0] for g in got] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.4])
     assert [g[1] for g in got] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 0.8])
-    assert attention_weights({}, 3) == (0.0, 0.0)  # configs written before the options existed
+    assert [g[2] for g in got] == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.0])
+    assert attention_weights({}, 3) == (0.0, 0.0, 0.0)
+    late = {"lambda_spread": 2.0, "attention_start_epoch": 3, "attention_warmup_epochs": 2}
+    assert [attention_weights(late, e)[2] for e in range(7)] == pytest.approx([0, 0, 0, 0, 1.0, 2.0, 2.0])
+    at_once = {"lambda_ent": 0.3, "attention_start_epoch": 2}
+    assert [attention_weights(at_once, e)[0] for e in range(4)] == pytest.approx([0, 0, 0.3, 0.3])  # configs written before the options existed
 
 
 def test_overlap_term_is_pairwise_histogram_intersection() -> None:

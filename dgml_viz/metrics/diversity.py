@@ -11,6 +11,8 @@ Pure functions on a model's outputs (no model calls):
 * :func:`group_cosine` — cosine between the group embeddings of the same image;
 * :func:`attention_entropy` — entropy of each map divided by ``log(h*w)``:
   1 for a uniform map, 0 for a one-hot map;
+* :func:`attention_spread` — spatial variance of each map around its own centre
+  of mass, in units of the map side (0 for one cell, ~1/6 for a uniform map);
 * :func:`pair_values` — the ``K(K-1)/2`` upper-triangle entries of ``[N, K, K]``
   pair matrices, in ``torch.triu_indices`` order (pair names from :func:`pair_names`).
 
@@ -110,6 +112,26 @@ def attention_entropy(attention: Tensor) -> Tensor:
     ent = -torch.where(a > 0, a * a.clamp_min(1e-30).log(), torch.zeros_like(a)).sum(dim=-1)
     cells = a.shape[-1]
     return ent / math.log(cells) if cells > 1 else torch.zeros_like(ent)
+
+
+def attention_spread(attention: Tensor) -> Tensor:
+    """``sum_p a(p) * ||p - mu||^2`` with ``mu = sum_p a(p) * p``: ``[N, K, h, w] -> [N, K]``.
+
+    Positions are cell centres ``((i + 0.5) / h, (j + 0.5) / w)``, so the value does not depend
+    on the grid size: 0 when all mass is on one cell, ``(1 - 1/h^2)/12 + (1 - 1/w^2)/12`` for a
+    uniform map, and large for mass split between distant places (a group reading two parts).
+    """
+    _check_attention(attention)
+    a = attention.float()
+    a = a / a.flatten(2).sum(dim=-1).clamp_min(1e-12)[..., None, None]
+    h, w = a.shape[-2:]
+    ys = (torch.arange(h, device=a.device, dtype=a.dtype) + 0.5) / h
+    xs = (torch.arange(w, device=a.device, dtype=a.dtype) + 0.5) / w
+    row, col = a.sum(dim=-1), a.sum(dim=-2)  # marginals [N, K, h], [N, K, w]
+    my, mx = (row * ys).sum(-1), (col * xs).sum(-1)
+    vy = (row * ys ** 2).sum(-1) - my ** 2
+    vx = (col * xs ** 2).sum(-1) - mx ** 2
+    return (vy + vx).clamp_min(0.0)
 
 
 def pair_values(matrix: Tensor) -> Tensor:

@@ -17,8 +17,11 @@ Schema (defaults = the CUB-200-2011 reference recipe)::
             weight_decay {backbone, keyval, query}, lr_steps, gamma, beta_lr,
             loss (margin|multi_similarity), margin, beta_init, cutoff, nonzero_loss_cutoff,
             ms_alpha, ms_beta, ms_base, ms_epsilon, lambda_div, div_alpha, div_beta, div_c,
-            lambda_ent (attention-entropy weight, 0 = off), attention_warmup_epochs (ramp of both),
+            lambda_ent (attention-entropy weight, 0 = off), attention_start_epoch (attention terms off
+            before it), attention_warmup_epochs (linear ramp of the attention terms after it),
             lambda_overlap (attention-overlap weight, 0 = off), overlap_radius (cells),
+            lambda_spread (attention spatial-variance weight, 0 = off),
+            metric_on (groups = one metric loss per group, DESIGN.md | concat = one on the retrieval embedding),
             eval_every, seed, num_workers, amp, channels_last, compile, deterministic,
             max_steps, steps_per_epoch, time_budget_s, device (auto|cpu|cuda|cuda:N),
             progress, checkpoint_metric
@@ -52,7 +55,8 @@ DEFAULTS: dict[str, Any] = {
               "loss": "margin", "margin": 0.2, "beta_init": 1.2, "cutoff": 0.5, "nonzero_loss_cutoff": 1.4,
               "ms_alpha": 2.0, "ms_beta": 50.0, "ms_base": 0.5, "ms_epsilon": 0.1,
               "lambda_div": 0.02, "div_alpha": 2.0, "div_beta": 0.5, "div_c": 25.0,
-              "lambda_ent": 0.0, "attention_warmup_epochs": 0, "lambda_overlap": 0.0, "overlap_radius": 0, "lr_query": None,
+              "lambda_ent": 0.0, "attention_warmup_epochs": 0, "attention_start_epoch": 0, "lambda_overlap": 0.0, "overlap_radius": 0, "lr_query": None,
+              "metric_on": "groups", "lambda_spread": 0.0,
               "eval_every": 1, "seed": 0, "num_workers": 4, "amp": True, "channels_last": True,
               "compile": False, "deterministic": False, "max_steps": None, "steps_per_epoch": None,
               "time_budget_s": None, "device": "auto", "progress": True, "checkpoint_metric": "recall@1"},
@@ -185,6 +189,7 @@ def apply_overrides(config: dict[str, Any], overrides: Iterable[str | tuple[str,
 _CHOICES = {
     ("train", "loss"): ("margin", "multi_similarity"),
     ("data", "mode"): ("center_crop", "full"),
+    ("train", "metric_on"): ("groups", "concat"),
 }
 _POSITIVE_INTS = [("train", "epochs"), ("train", "batch_classes"), ("train", "batch_per_class"),
                   ("train", "eval_every"), ("model", "groups"), ("model", "dim"), ("data", "size"),
@@ -204,11 +209,11 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
         v = config["train"][key]
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ConfigError(f"{source}: train.{key} must be a positive integer or null, got {v!r}")
-    for key in ("attention_warmup_epochs", "overlap_radius"):
+    for key in ("attention_warmup_epochs", "attention_start_epoch", "overlap_radius"):
         v = config["train"][key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ConfigError(f"{source}: train.{key} must be a non-negative integer, got {v!r}")
-    for key in ("lr", "beta_lr", "gamma", "lambda_div", "lambda_ent", "lambda_overlap"):
+    for key in ("lr", "beta_lr", "gamma", "lambda_div", "lambda_ent", "lambda_overlap", "lambda_spread"):
         v = config["train"][key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             raise ConfigError(f"{source}: train.{key} must be a non-negative number, got {v!r}")

@@ -144,17 +144,24 @@ def build_param_groups(model: nn.Module, loss: nn.Module | None, train_cfg: dict
     return [g for g in groups if g["params"]]
 
 
-def attention_weights(train_cfg: dict[str, Any], epoch: int) -> tuple[float, float]:
-    """``(lambda_ent, lambda_overlap)`` for 0-based ``epoch``, ramped linearly over ``attention_warmup_epochs``.
+def attention_weights(train_cfg: dict[str, Any], epoch: int) -> tuple[float, float, float]:
+    """``(lambda_ent, lambda_overlap, lambda_spread)`` for 0-based ``epoch``.
 
-    With warm-up W the first epoch trains without the attention terms, so features
-    and keys form before attention is asked to concentrate and to separate; epoch
-    ``e`` gets ``lambda * min(1, e / W)``. A function of the epoch only, so
-    ``--resume`` replays it.
+    The terms are off before ``attention_start_epoch`` S, then ramp linearly over
+    ``attention_warmup_epochs`` W: epoch ``e`` gets ``lambda * clip((e - S) / W, 0, 1)``
+    (``W = 0``: full weight from epoch S on). With S = 0 and W > 0 the first epoch
+    trains without the terms, so features and keys form before attention is asked to
+    concentrate and to separate; a later S lets the plain recipe find every part
+    first. A function of the epoch only, so ``--resume`` replays it.
     """
+    start = int(train_cfg.get("attention_start_epoch", 0) or 0)
     warm = int(train_cfg.get("attention_warmup_epochs", 0) or 0)
-    scale = 1.0 if warm <= 0 else min(1.0, epoch / warm)
-    return (float(train_cfg.get("lambda_ent", 0.0)) * scale, float(train_cfg.get("lambda_overlap", 0.0)) * scale)
+    if epoch < start:
+        scale = 0.0
+    else:
+        scale = 1.0 if warm <= 0 else min(1.0, (epoch - start) / warm)
+    return tuple(float(train_cfg.get(key, 0.0)) * scale  # type: ignore[return-value]
+                 for key in ("lambda_ent", "lambda_overlap", "lambda_spread"))
 
 
 def build_loss(config: dict[str, Any], num_groups: int, num_classes: int) -> GroupedMetricLoss:
@@ -165,7 +172,8 @@ def build_loss(config: dict[str, Any], num_groups: int, num_classes: int) -> Gro
         ms_base=t["ms_base"], ms_epsilon=t["ms_epsilon"], lambda_div=t["lambda_div"], div_alpha=t["div_alpha"],
         div_beta=t["div_beta"], div_c=t["div_c"],
         lambda_ent=t.get("lambda_ent", 0.0), lambda_overlap=t.get("lambda_overlap", 0.0),
-        overlap_radius=t.get("overlap_radius", 0))
+        overlap_radius=t.get("overlap_radius", 0), metric_on=t.get("metric_on", "groups"),
+        lambda_spread=t.get("lambda_spread", 0.0))
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:
@@ -387,10 +395,10 @@ class _Trainer:
     def train_epoch(self, deadline: float | None) -> tuple[dict[str, float], bool]:
         t = self.cfg["train"]
         self.sampler.set_epoch(self.epoch)
-        self.loss.lambda_ent, self.loss.lambda_overlap = attention_weights(t, self.epoch)
+        self.loss.lambda_ent, self.loss.lambda_overlap, self.loss.lambda_spread = attention_weights(t, self.epoch)
         _seed_everything(t["seed"], self.epoch, self.info.rank)
         self.net.train()
-        sums = torch.zeros(5, dtype=torch.float64, device=self.device)
+        sums = torch.zeros(6, dtype=torch.float64, device=self.device)
         n, images_seen, stop = 0, 0, False
         t0 = time.perf_counter()
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{t['epochs']}", leave=False,
@@ -409,7 +417,7 @@ class _Trainer:
             average_gradients(loss_params, self.info)
             self.optimizer.step()
             sums += torch.stack([res.total.detach(), res.metric.detach(), res.diversity.detach(),
-                                 res.entropy.detach(), res.overlap.detach()]).double()
+                                 res.entropy.detach(), res.overlap.detach(), res.spread.detach()]).double()
             n += 1
             images_seen += len(images)
             self.step += 1
@@ -427,7 +435,7 @@ class _Trainer:
         dt = time.perf_counter() - t0
         means = (sums / max(n, 1)).tolist()
         row = {"epoch": self.epoch + 1, "step": self.step, "loss": means[0], "metric_loss": means[1],
-               "div_loss": means[2], "ent_loss": means[3], "overlap_loss": means[4], "lr": self.optimizer.param_groups[0]["lr"], "epoch_time_s": dt,
+               "div_loss": means[2], "ent_loss": means[3], "overlap_loss": means[4], "spread_loss": means[5], "lr": self.optimizer.param_groups[0]["lr"], "epoch_time_s": dt,
                "images_per_s": images_seen * self.info.world_size / dt if dt > 0 else math.nan}
         self.scheduler.step()
         return row, stop

@@ -19,6 +19,11 @@
   for different embeddings. With ``overlap_radius`` r > 0 the maps are first
   box-filtered over (2r+1) x (2r+1) cells, so two groups reading neighbouring
   cells (whose receptive fields see the same object) also count as overlapping.
+* optional attention-spread term (``lambda_spread``, off by default): the mean
+  spatial variance of each map around its centre of mass
+  (:func:`dgml_viz.metrics.diversity.attention_spread`, a "concentration" loss).
+  Unlike the entropy it is geometric: mass split between two distant parts costs
+  much more than mass spread over the cells of one part.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from pytorch_metric_learning import miners as pml_miners
 from torch import Tensor, nn
 
 from dgml_viz.errors import ConfigError
-from dgml_viz.metrics.diversity import attention_entropy, histogram_intersection, pair_values
+from dgml_viz.metrics.diversity import attention_entropy, attention_spread, histogram_intersection, pair_values
 
 
 def diversity_loss(groups: Tensor, alpha: float = 2.0, beta: float = 0.5, c: float = 25.0) -> Tensor:
@@ -60,13 +65,15 @@ def diversity_loss(groups: Tensor, alpha: float = 2.0, beta: float = 0.5, c: flo
 
 @dataclass
 class LossOutput:
-    """``total = metric + lambda_div * diversity + lambda_ent * entropy + lambda_overlap * overlap``."""
+    """``total = metric + lambda_div * diversity + lambda_ent * entropy + lambda_overlap * overlap
+    + lambda_spread * spread``."""
 
     total: Tensor
     metric: Tensor
     diversity: Tensor
     entropy: Tensor
     overlap: Tensor
+    spread: Tensor
 
 
 class GroupedMetricLoss(nn.Module):
@@ -83,6 +90,9 @@ class GroupedMetricLoss(nn.Module):
         lambda_ent: weight of the attention-entropy term (0 = off).
         lambda_overlap: weight of the attention-overlap term (0 = off).
         overlap_radius: box-filter radius in cells applied to the maps before the overlap.
+        lambda_spread: weight of the attention-spread term (0 = off).
+        metric_on: ``"groups"`` (DESIGN.md: one metric loss per group, averaged) or ``"concat"`` (one
+            metric loss on the retrieval embedding, the concatenation of the normalised groups).
 
     ``forward(groups [B, K, d], labels [B], attention [B, K, h, w] | None) -> LossOutput``. The learnable
     betas are this module's parameters (their own optimizer group).
@@ -92,19 +102,24 @@ class GroupedMetricLoss(nn.Module):
                  beta_init: float = 1.2, cutoff: float = 0.5, nonzero_loss_cutoff: float = 1.4,
                  ms_alpha: float = 2.0, ms_beta: float = 50.0, ms_base: float = 0.5, ms_epsilon: float = 0.1,
                  lambda_div: float = 0.0, div_alpha: float = 2.0, div_beta: float = 0.5, div_c: float = 25.0,
-                 lambda_ent: float = 0.0, lambda_overlap: float = 0.0, overlap_radius: int = 0) -> None:
+                 lambda_ent: float = 0.0, lambda_overlap: float = 0.0, overlap_radius: int = 0,
+                 metric_on: str = "groups", lambda_spread: float = 0.0) -> None:
         super().__init__()
+        if metric_on not in ("groups", "concat"):
+            raise ConfigError(f"unknown metric_on {metric_on!r}; use groups or concat")
+        self.metric_on = metric_on
+        n_losses = num_groups if metric_on == "groups" else 1
         if kind == "margin":
             self.losses = nn.ModuleList(
                 pml_losses.MarginLoss(margin=margin, nu=0, beta=beta_init, learn_beta=True, num_classes=num_classes)
-                for _ in range(num_groups))
+                for _ in range(n_losses))
             self.miners = nn.ModuleList(
                 pml_miners.DistanceWeightedMiner(cutoff=cutoff, nonzero_loss_cutoff=nonzero_loss_cutoff)
-                for _ in range(num_groups))
+                for _ in range(n_losses))
         elif kind == "multi_similarity":
             self.losses = nn.ModuleList(
-                pml_losses.MultiSimilarityLoss(alpha=ms_alpha, beta=ms_beta, base=ms_base) for _ in range(num_groups))
-            self.miners = nn.ModuleList(pml_miners.MultiSimilarityMiner(epsilon=ms_epsilon) for _ in range(num_groups))
+                pml_losses.MultiSimilarityLoss(alpha=ms_alpha, beta=ms_beta, base=ms_base) for _ in range(n_losses))
+            self.miners = nn.ModuleList(pml_miners.MultiSimilarityMiner(epsilon=ms_epsilon) for _ in range(n_losses))
         else:
             raise ConfigError(f"unknown loss {kind!r}; use margin or multi_similarity")
         self.kind = kind
@@ -114,13 +129,16 @@ class GroupedMetricLoss(nn.Module):
         self.lambda_ent = float(lambda_ent)
         self.lambda_overlap = float(lambda_overlap)
         self.overlap_radius = int(overlap_radius)
+        self.lambda_spread = float(lambda_spread)
 
     def forward(self, groups: Tensor, labels: Tensor, attention: Tensor | None = None) -> LossOutput:
         groups = groups.float()
-        per_group = []
-        for g, (loss_fn, miner) in enumerate(zip(self.losses, self.miners)):
-            emb = groups[:, g]
-            per_group.append(loss_fn(emb, labels, miner(emb, labels)))
+        if self.metric_on == "groups":
+            embs = list(groups.unbind(1))
+        else:  # the retrieval embedding: concatenated normalised groups (pml re-normalises it as a whole)
+            embs = [F.normalize(groups, dim=-1).flatten(1)]
+        per_group = [loss_fn(emb, labels, miner(emb, labels))
+                     for emb, loss_fn, miner in zip(embs, self.losses, self.miners)]
         metric = torch.stack(per_group).mean()
         div = diversity_loss(groups, *self.div) if self.lambda_div > 0 else groups.new_zeros(())
         total = metric + self.lambda_div * div
@@ -137,7 +155,11 @@ class GroupedMetricLoss(nn.Module):
                 att = F.avg_pool2d(att, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
             ovl = pair_values(histogram_intersection(att)).mean(dim=0).sum() / (k - 1)
             total = total + self.lambda_overlap * ovl
-        return LossOutput(total, metric, div, ent, ovl)
+        spread = groups.new_zeros(())
+        if self.lambda_spread > 0 and attention is not None:
+            spread = attention_spread(attention).mean()
+            total = total + self.lambda_spread * spread
+        return LossOutput(total, metric, div, ent, ovl, spread)
 
 
 __all__ = ["diversity_loss", "GroupedMetricLoss", "LossOutput"]
