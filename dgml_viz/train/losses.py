@@ -137,9 +137,8 @@ class GroupedMetricLoss(nn.Module):
             embs = list(groups.unbind(1))
         else:  # the retrieval embedding: concatenated normalised groups (pml re-normalises it as a whole)
             embs = [F.normalize(groups, dim=-1).flatten(1)]
-        per_group = [loss_fn(emb, labels, miner(emb, labels))
-                     for emb, loss_fn, miner in zip(embs, self.losses, self.miners)]
-        metric = torch.stack(per_group).mean()
+        terms = [loss_fn(emb, labels, miner(emb, labels)) for emb, loss_fn, miner in zip(embs, self.losses, self.miners)]
+        metric = torch.stack(terms).mean()
         div = diversity_loss(groups, *self.div) if self.lambda_div > 0 else groups.new_zeros(())
         total = metric + self.lambda_div * div
         ent = groups.new_zeros(())
