@@ -6,6 +6,7 @@ stride so heads can be sized without a dummy forward pass.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from dgml_viz.errors import DgmlVizError
+from dgml_viz.model.timm_backbone import TIMM_PREFIX, create_timm_backbone, timm_info
 
 logger = logging.getLogger(__name__)
 
@@ -51,16 +53,21 @@ def register_backbone(
 
 
 def list_backbones() -> list[str]:
-    """Names of the registered backbones."""
-    return sorted(_REGISTRY)
+    """Names of the registered backbones, then suggested ``timm:<name>`` ones (any timm name works)."""
+    from dgml_viz.model.timm_backbone import SUGGESTED_TIMM_BACKBONES
+
+    return sorted(_REGISTRY) + list(SUGGESTED_TIMM_BACKBONES)
 
 
 def backbone_spec(name: str) -> BackboneSpec:
     """The :class:`BackboneSpec` registered under ``name`` (ConfigError if unknown)."""
     from dgml_viz.errors import ConfigError
 
+    if name.startswith(TIMM_PREFIX):
+        return _timm_spec(name)
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(list_backbones())}")
+        raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(list_backbones())} "
+                          f"(or any {TIMM_PREFIX}<timm model name>)")
     return _REGISTRY[name]
 
 
@@ -188,3 +195,15 @@ def small_cnn(pretrained: bool = False, width: int = 32) -> nn.Module:
         layers += _conv_bn(cin, cout, stride)
         cin = cout
     return nn.Sequential(*layers)
+
+
+# --------------------------------------------------------------------------- timm
+def _timm_spec(name: str) -> BackboneSpec:
+    """Spec of ``timm:<model name>`` (see :mod:`dgml_viz.model.timm_backbone`); stride at default kwargs."""
+    model_name = name[len(TIMM_PREFIX):]
+    info = timm_info(model_name)  # ConfigError for unknown names
+    kind = "patch-token grid" if info.tokens else "last feature stage"
+    return BackboneSpec(
+        name, functools.partial(create_timm_backbone, model_name),
+        lambda **kw: timm_info(model_name, **kw).channels, info.stride,
+        f"timm {model_name}, {kind} ({info.channels} ch, stride {info.stride} at default kwargs)")

@@ -44,7 +44,8 @@ class GroupingNet(nn.Module):
         self.head = HEADS[config.head](channels, groups=config.groups, dim=config.dim,
                                        reduction=config.reduction)
         self.feature_channels = channels
-        self.transform: dict[str, Any] = default_transform()
+        # a backbone may declare its own eval preprocessing (timm: from its pretrained config)
+        self.transform: dict[str, Any] = dict(getattr(self.backbone, "eval_transform", None) or default_transform())
         if config.freeze_bn:
             for m in self._backbone_norms():
                 for p in m.parameters():
