@@ -23,6 +23,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "interpret": ("dgml_viz.commands.interpret", "quantitative interpretability report"),
     "convert": ("dgml_viz.commands.convert", "import a reference-implementation checkpoint"),
     "info": ("dgml_viz.commands.info", "describe a checkpoint"),
+    "app": ("dgml_viz.commands.app", "start the Streamlit app on 127.0.0.1"),
+    "index": ("dgml_viz.commands.index", "embed images once into a persistent index"),
+    "search": ("dgml_viz.commands.search", "nearest neighbours of an image in an index (FAISS)"),
 }
 
 

@@ -1,0 +1,404 @@
+"""``build_index``: embed a folder (or list) of images once and keep the result on disk.
+
+Pipeline: decode threads (read, decode, eval transform — :func:`dgml_viz.inference.prepare_image`)
+feed the main thread's batched forward (:func:`dgml_viz.inference.run_batch`); rows are
+buffered and flushed every ``chunk_size`` images to ``<index>/.pending/chunk-*.npz``
+(atomic writes), and the final index is written by :func:`~dgml_viz.index.store.write_index`.
+
+* **incremental** — a file whose path, size and mtime match the existing index is not
+  decoded or embedded again; new/changed files are; files gone from the input are dropped
+  (bad files with an unchanged stamp stay recorded as bad without a retry);
+* **resumable** — after a crash, ``resume=True`` keeps the pending chunks of the
+  interrupted run (without it they are discarded and the run starts over from the last
+  complete index);
+* **sharded** — ``shard=(i, n)`` (or torchrun's ``RANK``/``WORLD_SIZE``) keeps the
+  images whose relative-path hash is ``i`` mod ``n`` (the ``heatmaps`` rule) and writes
+  the shard's own index to ``<out>/shards/<i>-of-<n>``; :func:`~dgml_viz.index.store.merge_indexes`
+  joins them;
+* **bad images** — recorded in the manifest's ``errors`` with a warning; the run goes on.
+
+Example:
+    >>> stats = build_index("checkpoints/demo.pt", "data/test", "runs/test_index")   # doctest: +SKIP
+    >>> stats.embedded, stats.reused                                                  # doctest: +SKIP
+    (640, 0)
+"""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import shutil
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from dgml_viz.errors import ConfigError, ImageError
+from dgml_viz.index.store import (ATTENTION_DTYPE, GROUPS_DTYPE, INFO_COLUMNS, Rows, file_sha256, info_row,
+                                  is_index, merge_indexes, open_index, write_index)
+from dgml_viz.inference import prepare_image, run_batch
+
+logger = logging.getLogger(__name__)
+
+PENDING = ".pending"
+
+
+@dataclass
+class BuildStats:
+    """What one :func:`build_index` run did (counts of images)."""
+
+    out: Path
+    total: int = 0  # images of the input (this shard's)
+    embedded: int = 0  # decoded + forwarded in this run
+    reused: int = 0  # unchanged, taken from the existing index
+    resumed: int = 0  # taken from an interrupted run's pending chunks
+    removed: int = 0  # in the old index, gone from the input
+    failed: int = 0  # bad files (this run's and carried over)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+
+
+def shard_from_env() -> tuple[int, int] | None:
+    """``(RANK, WORLD_SIZE)`` when launched by torchrun with more than one process, else None."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+    except ValueError:
+        raise ConfigError(f"RANK/WORLD_SIZE must be integers, got {os.environ.get('RANK')!r}/"
+                          f"{os.environ.get('WORLD_SIZE')!r}") from None
+    return (rank, world) if world > 1 else None
+
+
+def shard_dir(out: str | os.PathLike[str], shard: tuple[int, int]) -> Path:
+    """Where shard ``(i, n)`` of the index ``out`` is written."""
+    return Path(out) / "shards" / f"{shard[0]}-of-{shard[1]}"
+
+
+def merge_shards(out: str | os.PathLike[str], num_shards: int | None = None) -> Path:
+    """Merge ``<out>/shards/*-of-<n>`` into the index ``out`` (all ``n`` shards must be complete)."""
+    out = Path(out)
+    found = sorted((out / "shards").glob("*-of-*")) if (out / "shards").is_dir() else []
+    by_n: dict[int, list[Path]] = collections.defaultdict(list)
+    for d in found:
+        try:
+            i, n = (int(v) for v in d.name.split("-of-"))
+        except ValueError:
+            continue
+        by_n[n].append(d)
+    if not by_n:
+        raise ConfigError(f"{out}: no shards to merge (expected {out}/shards/I-of-N)")
+    n = num_shards if num_shards is not None else max(by_n)
+    dirs = sorted(by_n.get(n, []), key=lambda d: int(d.name.split("-of-")[0]))
+    missing = sorted(set(range(n)) - {int(d.name.split("-of-")[0]) for d in dirs if is_index(d)})
+    if missing:
+        raise ConfigError(f"{out}/shards: shard(s) {', '.join(f'{i}-of-{n}' for i in missing)} missing or incomplete")
+    return merge_indexes(dirs, out)
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return int(st.st_size), int(st.st_mtime_ns)
+
+
+def _checkpoint_meta(ckpt: Path, model: Any, sha: str) -> dict[str, Any]:
+    return {"path": str(ckpt.resolve()), "sha256": sha, "config": model.config.to_dict(),
+            "transform": dict(model.transform)}
+
+
+# --------------------------------------------------------------------------- pending chunks
+def _write_chunk(folder: Path, number: int, rows: Rows, errors: list[dict[str, Any]], sha: str) -> None:
+    from dgml_viz.utils.atomic import atomic_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, Any] = {
+        "paths": np.array(rows.paths, dtype=str), "info": rows.info, "groups": rows.groups,
+        "meta": np.array(json.dumps({"sha256": sha, "errors": errors})),
+    }
+    if rows.attention is not None:
+        arrays["attention"] = rows.attention
+    with atomic_path(folder / f"chunk-{number:06d}.npz") as tmp:
+        np.savez(tmp, **arrays)
+
+
+def _read_chunks(folder: Path, sha: str) -> list[tuple[Rows, list[dict[str, Any]]]]:
+    """Pending chunks of an interrupted run made with the same checkpoint (others are ignored)."""
+    out = []
+    for f in sorted(folder.glob("chunk-*.npz")):
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                if meta.get("sha256") != sha:
+                    logger.warning("%s: made with another checkpoint; ignored", f)
+                    continue
+                rows = Rows([str(p) for p in z["paths"]], z["info"].astype(np.int64), z["groups"],
+                            z["attention"] if "attention" in z.files else None)
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+            logger.warning("%s: unreadable pending chunk (%s); ignored", f, exc)
+            continue
+        out.append((rows, list(meta.get("errors") or [])))
+    return out
+
+
+# --------------------------------------------------------------------------- embedding
+def _decoded(items: Sequence[tuple[Path, tuple[int, int]]], transform: dict[str, Any], workers: int,
+             lookahead: int, max_pixels: int | None) -> Iterator[tuple[Path, tuple[int, int], Any]]:
+    """Decode + transform in ``workers`` threads, in input order, at most ``lookahead`` in flight.
+
+    Yields ``(path, stamp, (tensor, geometry) | ImageError)``.
+    """
+    def work(path: Path) -> tuple[torch.Tensor, Any]:
+        tensor, geometry, _ = prepare_image(path, transform, max_pixels=max_pixels)
+        return tensor, geometry
+
+    todo = iter(items)
+    queue: collections.deque[tuple[Path, tuple[int, int], Future[Any]]] = collections.deque()
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="index-decode") as pool:
+        def refill() -> None:
+            while len(queue) < lookahead:
+                nxt = next(todo, None)
+                if nxt is None:
+                    return
+                queue.append((nxt[0], nxt[1], pool.submit(work, nxt[0])))
+
+        refill()
+        while queue:
+            path, stamp, fut = queue.popleft()
+            refill()
+            try:
+                yield path, stamp, fut.result()
+            except ImageError as exc:
+                yield path, stamp, exc
+
+
+class _ChunkWriter:
+    """Buffers embedded rows and flushes them as pending chunks of ``chunk_size`` images."""
+
+    def __init__(self, folder: Path, chunk_size: int, sha: str, first_number: int) -> None:
+        self.folder, self.chunk_size, self.sha = folder, max(1, chunk_size), sha
+        self.number = first_number
+        self.paths: list[str] = []
+        self.info: list[list[int]] = []
+        self.groups: list[np.ndarray] = []
+        self.attention: list[np.ndarray] = []
+        self.errors: list[dict[str, Any]] = []
+        self.written: list[tuple[Rows, list[dict[str, Any]]]] = []
+
+    def add(self, paths: list[str], info: list[list[int]], groups: np.ndarray, attention: np.ndarray | None) -> None:
+        self.paths += paths
+        self.info += info
+        self.groups.append(groups)
+        if attention is not None:
+            self.attention.append(attention)
+        if len(self.paths) >= self.chunk_size:
+            self.flush()
+
+    def error(self, rec: dict[str, Any]) -> None:
+        self.errors.append(rec)
+
+    def flush(self) -> None:
+        if not self.paths and not self.errors:
+            return
+        k_d = self.groups[0].shape[1:] if self.groups else (0, 0)
+        rows = Rows(list(self.paths), np.asarray(self.info, dtype=np.int64).reshape(-1, len(INFO_COLUMNS)),
+                    np.concatenate(self.groups) if self.groups else np.zeros((0, *k_d), GROUPS_DTYPE),
+                    np.concatenate(self.attention) if self.attention else None)
+        _write_chunk(self.folder, self.number, rows, self.errors, self.sha)
+        self.written.append((rows, list(self.errors)))
+        self.number += 1
+        self.paths, self.info, self.groups, self.attention, self.errors = [], [], [], [], []
+
+
+def _embed(model: Any, items: Sequence[tuple[Path, tuple[int, int]]], writer: _ChunkWriter, *, batch_size: int,
+           workers: int, max_pixels: int | None, progress: bool) -> tuple[int, int]:
+    """Embed ``items`` (path, stamp) into ``writer``; returns ``(embedded, failed)``."""
+    from tqdm import tqdm
+
+    transform = dict(model.transform)
+    batch_size = max(1, int(batch_size))
+    embedded = failed = 0
+    batch: list[tuple[Path, tuple[int, int], torch.Tensor, Any]] = []
+
+    def forward() -> None:
+        nonlocal embedded
+        out = run_batch(model, [b[2] for b in batch])
+        groups = out.groups.detach().float().cpu().numpy().astype(GROUPS_DTYPE, copy=False)
+        att = None if out.attention is None else out.attention.detach().float().cpu().numpy().astype(ATTENTION_DTYPE)
+        writer.add([str(b[0]) for b in batch], [info_row(*b[1], b[3]) for b in batch], groups, att)
+        embedded += len(batch)
+        batch.clear()
+
+    with tqdm(total=len(items), unit="img", desc="index", disable=None if progress else True) as bar:
+        for path, stamp, res in _decoded(items, transform, workers, 2 * batch_size + workers, max_pixels):
+            if isinstance(res, ImageError):
+                logger.warning("skipped: %s", res)
+                writer.error({"path": str(path), "error": str(res), "size": stamp[0], "mtime_ns": stamp[1]})
+                failed += 1
+            else:
+                batch.append((path, stamp, res[0], res[1]))
+                if len(batch) >= batch_size:
+                    forward()
+            bar.update(1)
+        if batch:
+            forward()
+    writer.flush()
+    return embedded, failed
+
+
+# --------------------------------------------------------------------------- entry point
+def build_index(ckpt: str | os.PathLike[str], images: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                batch_size: int = 32, workers: int = 2, device: str | torch.device | None = None,
+                resume: bool = False, shard: tuple[int, int] | None = None, chunk_size: int = 1024,
+                max_pixels: int | None = None, rebuild: bool = False, progress: bool = True) -> BuildStats:
+    """Embed the images named by ``images`` with the checkpoint ``ckpt`` into the index ``out``.
+
+    Args:
+        ckpt: a dgml_viz checkpoint; its SHA-256, config and transform go into the manifest.
+        images: a folder (recursive), a list file (one path per line) or one image — the
+            ``heatmaps`` collector (:func:`dgml_viz.commands.heatmaps.collect_sources`).
+        out: the index folder (created); with a shard, the shard is written to
+            ``<out>/shards/<i>-of-<n>`` (see :func:`shard_dir`).
+        batch_size: images per forward pass.
+        workers: decode threads.
+        device: torch device for the model (default: CPU).
+        resume: keep the pending chunks of an interrupted run.
+        shard: ``(i, n)``; default from torchrun's ``RANK``/``WORLD_SIZE`` when set.
+        chunk_size: images per pending chunk (the unit of work lost on a crash).
+        max_pixels: decompression-bomb limit (see :mod:`dgml_viz.data.images`).
+        rebuild: ignore an existing index (e.g. one built with another checkpoint).
+        progress: show a tqdm bar.
+
+    Returns:
+        :class:`BuildStats` of the run.
+
+    Raises:
+        ConfigError: the existing index was built with another checkpoint (and not ``rebuild``),
+            bad input spec. CheckpointError: unreadable checkpoint.
+    """
+    from dgml_viz.commands.heatmaps import collect_sources, shard_of
+    from dgml_viz.model.checkpoint import load_checkpoint
+
+    t0 = time.perf_counter()
+    ckpt = Path(ckpt)
+    shard = shard if shard is not None else shard_from_env()
+    target = Path(out) if shard is None else shard_dir(out, shard)
+    model = load_checkpoint(ckpt, map_location=device or "cpu").eval()
+    sha = file_sha256(ckpt)
+    meta = _checkpoint_meta(ckpt, model, sha)
+    stats = BuildStats(out=target)
+
+    sources = collect_sources(images, exclude=Path(out))
+    if shard is not None:
+        sources = [s for s in sources if shard_of(s.rel, shard[1]) == shard[0]]
+    wanted: dict[str, tuple[Path, tuple[int, int]]] = {}
+    gone_errors: list[dict[str, Any]] = []
+    for s in sources:
+        p = s.path.resolve()
+        try:
+            wanted[str(p)] = (p, _stat(p))
+        except OSError as exc:
+            gone_errors.append({"path": str(p), "error": f"{p}: cannot stat ({exc.strerror or exc})",
+                                "size": -1, "mtime_ns": -1})
+    stats.total = len(wanted) + len(gone_errors)
+
+    existing = open_index(target) if is_index(target) and not rebuild else None
+    if existing is not None and existing.sha256 != sha:
+        raise ConfigError(f"{target}: index was built with checkpoint sha256 {existing.sha256[:12]}..., not "
+                          f"{ckpt} ({sha[:12]}...); use another --out or --rebuild")
+    pending = target / PENDING
+    chunks: list[tuple[Rows, list[dict[str, Any]]]] = []
+    if pending.exists():
+        if resume:
+            chunks = _read_chunks(pending, sha)
+            logger.info("resuming: %d pending chunk(s) of an interrupted run", len(chunks))
+        else:
+            logger.info("%s: discarding an interrupted run's pending chunks (use --resume to keep them)", pending)
+            shutil.rmtree(pending, ignore_errors=True)
+
+    done: dict[str, tuple[int, int]] = {}  # path -> stamp, already embedded (pending chunks)
+    done_err: dict[str, dict[str, Any]] = {}
+    for rows, errs in chunks:
+        for i, p in enumerate(rows.paths):
+            done[p] = (int(rows.info[i, 0]), int(rows.info[i, 1]))
+        for e in errs:
+            done_err[e["path"]] = e
+    old_rows: dict[str, int] = {}
+    old_err: dict[str, dict[str, Any]] = {}
+    if existing is not None:
+        old_rows = {p: i for i, p in enumerate(existing.paths)}
+        old_err = {e["path"]: e for e in existing.errors}
+
+    reuse: list[int] = []
+    errors: list[dict[str, Any]] = list(gone_errors)
+    todo: list[tuple[Path, tuple[int, int]]] = []
+    for key, (p, stamp) in wanted.items():
+        if done.get(key) == stamp:
+            stats.resumed += 1
+        elif key in done_err and (done_err[key]["size"], done_err[key]["mtime_ns"]) == stamp:
+            errors.append(done_err[key])
+        elif key in old_rows and existing.stamp(old_rows[key]) == stamp:  # type: ignore[union-attr]
+            reuse.append(old_rows[key])
+        elif key in old_err and (old_err[key]["size"], old_err[key]["mtime_ns"]) == stamp:
+            errors.append(old_err[key])
+        else:
+            todo.append((p, stamp))
+    stats.reused = len(reuse)
+    stats.removed = sum(1 for p in old_rows if p not in wanted)
+    logger.info("%d images%s: %d to embed, %d unchanged, %d resumed, %d removed", stats.total,
+                f" (shard {shard[0]}/{shard[1]})" if shard else "", len(todo), stats.reused, stats.resumed,
+                stats.removed)
+
+    writer = _ChunkWriter(pending, chunk_size, sha, first_number=len(chunks) and max(
+        int(f.stem.split("-")[1]) for f in pending.glob("chunk-*.npz")) + 1)
+    stats.embedded, failed_now = _embed(model, todo, writer, batch_size=batch_size, workers=workers,
+                                        max_pixels=max_pixels, progress=progress)
+    new_chunks = [(rows, errs) for rows, errs in chunks + writer.written]
+    for _, errs in new_chunks:
+        errors += [e for e in errs if e["path"] in wanted and (e["size"], e["mtime_ns"]) == wanted[e["path"]][1]]
+    stats.failed = len({e["path"] for e in errors})
+
+    stats.failed = len({e["path"] for e in errors})
+    if existing is not None and not new_chunks and not stats.removed and \
+            {e["path"] for e in errors} == {e["path"] for e in existing.errors}:
+        stats.seconds = time.perf_counter() - t0
+        logger.info("%s: up to date (%d images)", target, len(existing))
+        return stats
+    k, d = model.num_groups, model.group_dim
+    map_shape = _map_shape(existing, new_chunks)
+    parts: list[tuple[Any, Any]] = []
+    if existing is not None and reuse:
+        parts.append((existing, np.asarray(sorted(reuse), dtype=np.int64)))
+    for rows, _ in new_chunks:
+        keep = [i for i, p in enumerate(rows.paths)
+                if p in wanted and (int(rows.info[i, 0]), int(rows.info[i, 1])) == wanted[p][1]]
+        if keep:
+            parts.append((rows, keep))
+    if map_shape is None and existing is None and not new_chunks and not wanted:
+        logger.warning("%s: no images found", images)
+    write_index(target, parts, checkpoint=meta, num_groups=k, group_dim=d, map_shape=map_shape,
+                geometry_mode=str(model.transform.get("mode", "center_crop")),
+                errors={e["path"]: e for e in errors}.values(),
+                extra={"images": str(images), "shard": list(shard) if shard else None})
+    shutil.rmtree(pending, ignore_errors=True)
+    stats.seconds = time.perf_counter() - t0
+    if stats.failed:
+        logger.warning("%d image(s) could not be indexed (listed in %s/manifest.json 'errors')", stats.failed, target)
+    return stats
+
+
+def _map_shape(existing: Any, chunks: Sequence[tuple[Rows, Any]]) -> list[int] | None:
+    for rows, _ in chunks:
+        if rows.attention is not None and len(rows.attention):
+            return list(rows.attention.shape[2:])
+    if existing is not None and existing.attention is not None:
+        return list(existing.attention.shape[2:])
+    return None
+
+
+__all__ = ["build_index", "BuildStats", "shard_from_env", "shard_dir", "merge_shards"]
