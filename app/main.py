@@ -21,6 +21,13 @@ _PAGES = Path(__file__).resolve().parent / "pages_impl"
 
 st.set_page_config(page_title="dgml_viz", page_icon=":material/grid_view:", layout="wide")
 
+from dgml_viz.appkit.settings import serving_problem  # noqa: E402
+
+_refusal = serving_problem(st.get_option("server.address"))
+if _refusal:  # nothing is loaded or listed before this check
+    st.error(_refusal)
+    st.stop()
+
 pages = [
     st.Page(str(_PAGES / "groups.py"), title="Groups", icon=":material/layers:", url_path="groups", default=True),
     st.Page(str(_PAGES / "compare.py"), title="Compare queries", icon=":material/compare:", url_path="compare"),

@@ -71,7 +71,7 @@ def test_unknown_recipe_key_names_file_and_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize("override,msg", [("train.epochs=0", "train.epochs must be a positive integer"),
                                           ("train.loss=triplet", "train.loss='triplet'"),
                                           ("data.mean=[1,2]", "data.mean must be a list of 3"),
-                                          ("train.lr=fast", "train.lr must be a non-negative number"),
+                                          ("train.lr=fast", "train.lr must be a number > 0"),
                                           ("notakeyvalue", "not key=value")])
 def test_bad_values(override: str, msg: str) -> None:
     with pytest.raises(ConfigError, match=msg.replace("[", r"\[")):

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 from dgml_viz.errors import ConfigError
+from dgml_viz.validation import check_path_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -25,15 +26,19 @@ def resolve_folder(text: str, roots: Sequence[Path]) -> Path:
     """
     if not text or not text.strip():
         raise ConfigError("no folder given")
-    path = Path(os.path.expanduser(text.strip())).resolve()
-    roots = [Path(r).resolve() for r in roots]
-    if not inside(path, roots):
-        shown = ", ".join(str(r) for r in roots)
-        raise ConfigError(f"{path}: outside the allowed roots ({shown}); set DGML_VIZ_ALLOWED_ROOTS to widen")
-    if not path.exists():
-        raise ConfigError(f"{path}: no such folder")
-    if not path.is_dir():
-        raise ConfigError(f"{path}: not a folder")
+    check_path_text(text, "folder")  # NUL / control characters: one line, not a ValueError
+    try:
+        path = Path(os.path.expanduser(text.strip())).resolve()
+        roots = [Path(r).resolve() for r in roots]
+        if not inside(path, roots):
+            shown = ", ".join(str(r) for r in roots)
+            raise ConfigError(f"{path}: outside the allowed roots ({shown}); set DGML_VIZ_ALLOWED_ROOTS to widen")
+        if not path.exists():
+            raise ConfigError(f"{path}: no such folder")
+        if not path.is_dir():
+            raise ConfigError(f"{path}: not a folder")
+    except (OSError, RuntimeError, ValueError) as exc:  # too long, symlink loop, unreadable
+        raise ConfigError(f"{text.strip()[:200]}: cannot open this folder ({getattr(exc, 'strerror', None) or exc})") from None
     return path
 
 

@@ -7,6 +7,8 @@ variable                        meaning                                         
 ``DGML_VIZ_DEFAULT_CKPT``       checkpoint selected at start                     ``demo.pt`` in that folder
 ``DGML_VIZ_ALLOWED_ROOTS``      ``os.pathsep``-separated roots for image folders  the repository root
 ``DGML_VIZ_MAX_UPLOAD_MB``      largest accepted upload                          ``200``
+``DGML_VIZ_ALLOW_REMOTE``       ``1`` lets the app serve on a non-loopback        unset (loopback only)
+                                address (it reads local files: trust the LAN)
 ==============================  ===============================================  =========================
 """
 from __future__ import annotations
@@ -61,3 +63,35 @@ def max_upload_bytes() -> int:
     except ValueError:
         mb = 200.0
     return int(mb * 1024 * 1024)
+
+
+def serving_problem(address: str | None, allow_remote: str | None = None) -> str | None:
+    """Why the app must not serve on ``address`` (Streamlit's ``server.address``), or None.
+
+    Only loopback addresses (``127.0.0.0/8``, ``::1``, ``localhost``) are served unless
+    ``allow_remote`` (``DGML_VIZ_ALLOW_REMOTE``) is ``1``: the app reads files under the
+    allowed roots, so exposing it to a network is an explicit choice. An empty address means
+    Streamlit listens on every interface.
+
+    >>> serving_problem("127.0.0.1") is None, serving_problem("::1") is None
+    (True, True)
+    >>> serving_problem("0.0.0.0", "1") is None
+    True
+    """
+    import ipaddress
+
+    if allow_remote is None:
+        allow_remote = os.environ.get("DGML_VIZ_ALLOW_REMOTE")
+    if allow_remote == "1":
+        return None
+    text = (address or "").strip().strip("[]")
+    if text == "localhost":
+        return None
+    try:
+        if text and ipaddress.ip_address(text).is_loopback:
+            return None
+    except ValueError:
+        pass
+    shown = repr(address) if address else "every interface (server.address unset)"
+    return (f"refusing to serve on {shown}: the app reads local files, so it only listens on 127.0.0.1; "
+            "start it with `dgml-viz app` (or --server.address 127.0.0.1), or set DGML_VIZ_ALLOW_REMOTE=1")

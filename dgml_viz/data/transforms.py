@@ -89,20 +89,13 @@ class Geometry:
 
 
 def check_transform(transform: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate a checkpoint transform dict; returns a normalised copy (ConfigError if invalid)."""
-    try:
-        size = int(transform["size"])
-        resize = int(transform.get("resize") or size)
-        mean = [float(v) for v in transform.get("mean", (0.485, 0.456, 0.406))]
-        std = [float(v) for v in transform.get("std", (0.229, 0.224, 0.225))]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid transform {dict(transform)!r} ({exc})") from None
-    mode = str(transform.get("mode") or "center_crop")
-    if mode not in MODES:
-        raise ConfigError(f"transform mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if size < 1 or resize < 1 or len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise ConfigError(f"invalid transform {dict(transform)!r}")
-    return {"size": size, "resize": resize, "mean": mean, "std": std, "mode": mode}
+    """Validate a checkpoint transform dict; returns a normalised copy (ConfigError if invalid).
+
+    The checks (types, bounded sizes) live in :func:`dgml_viz.validation.check_transform`.
+    """
+    from dgml_viz.validation import check_transform as _check
+
+    return _check(transform)
 
 
 def compute_geometry(width: int, height: int, transform: Mapping[str, Any]) -> Geometry:

@@ -24,8 +24,10 @@ import torch
 from torch import Tensor
 
 from dgml_viz.errors import CheckpointError, ConfigError
+from dgml_viz.model.config import ModelConfig
 from dgml_viz.model.network import GroupingNet, default_transform, model_from_config
 from dgml_viz.utils.atomic import atomic_path
+from dgml_viz.validation import check_state_dict, check_transform, meta_model
 
 logger = logging.getLogger(__name__)
 
@@ -121,12 +123,46 @@ def _read_payload(path: Path, map_location: str | torch.device = "cpu") -> dict[
     for key in ("config", "state_dict"):
         if not isinstance(payload.get(key), dict):
             raise CheckpointError(f"{path}: checkpoint has no {key!r} section")
+    return _checked_sections(payload, path)
+
+
+def _checked_sections(payload: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The payload with its transform normalised and every section's type checked (one-line errors)."""
+    check_state_dict(payload["state_dict"], str(path))
+    try:
+        payload["transform"] = check_transform(payload.get("transform") or default_transform())
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: invalid {exc}") from None
+    names = payload.get("class_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise CheckpointError(f"{path}: class_names must be a list of strings")
+    for key in ("metrics", "meta"):
+        value = payload.get(key) or {}
+        if not isinstance(value, dict):
+            raise CheckpointError(f"{path}: {key} must be a mapping, got {type(value).__name__}")
+        payload[key] = value
+    payload["class_names"] = names
     return payload
+
+
+def _checked_config(payload: dict[str, Any], path: Path) -> tuple[ModelConfig, torch.nn.Module | None]:
+    """The file's model config, checked field by field and built on the meta device (bounded size)."""
+    try:
+        config = ModelConfig.from_dict(payload["config"])
+        return config, meta_model(config)
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"{path}: invalid model config ({_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def read_checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Everything in a checkpoint except the weights (config, transform, metrics...)."""
     payload = _read_payload(Path(path))
+    _checked_config(payload, Path(path))
     info = {k: v for k, v in payload.items() if k != "state_dict"}
     info["num_parameters"] = int(sum(t.numel() for t in payload["state_dict"].values()))
     return info
@@ -160,16 +196,19 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     """
     path = Path(path)
     payload = _read_payload(path, map_location)
+    config, shapes = _checked_config(payload, path)
+    if shapes is not None:  # shapes checked before anything is allocated
+        check_state_fits(shapes, payload["state_dict"], str(path))
     try:
-        model = model_from_config(payload["config"])
-    except (ConfigError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: invalid model config ({exc})") from None
+        model = model_from_config(config)
+    except (ConfigError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: invalid model config ({_one_line(exc)})") from None
     check_state_fits(model, payload["state_dict"], str(path))
     model.load_state_dict(payload["state_dict"])
-    model.transform = dict(payload.get("transform") or default_transform())
-    model.class_names = payload.get("class_names")  # type: ignore[attr-defined]
-    model.metrics = payload.get("metrics") or {}  # type: ignore[attr-defined]
-    model.meta = payload.get("meta") or {}  # type: ignore[attr-defined]
+    model.transform = payload["transform"]
+    model.class_names = payload["class_names"]  # type: ignore[attr-defined]
+    model.metrics = payload["metrics"]  # type: ignore[attr-defined]
+    model.meta = payload["meta"]  # type: ignore[attr-defined]
     model.checkpoint_path = str(path)  # type: ignore[attr-defined]
     return model.eval()
 

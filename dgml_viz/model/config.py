@@ -23,6 +23,12 @@ class ModelConfig:
     freeze_bn: bool = False
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        from dgml_viz.validation import check_model_fields
+
+        check_model_fields(self.backbone, self.head, self.groups, self.dim, self.reduction, self.freeze_bn,
+                           self.backbone_kwargs)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -32,4 +38,6 @@ class ModelConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown model config key(s): {', '.join(unknown)}")
+        if not isinstance(data, dict):
+            raise ConfigError(f"model config must be a mapping, got {type(data).__name__}")
         return cls(**data)

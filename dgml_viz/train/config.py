@@ -192,38 +192,96 @@ _CHOICES = {
     ("train", "metric_on"): ("groups", "concat"),
 }
 _POSITIVE_INTS = [("train", "epochs"), ("train", "batch_classes"), ("train", "batch_per_class"),
-                  ("train", "eval_every"), ("model", "groups"), ("model", "dim"), ("data", "size"),
-                  ("eval", "batch_size"), ("eval", "chunk")]
+                  ("train", "eval_every"), ("eval", "batch_size"), ("eval", "chunk")]
+_OPTIONAL_POSITIVE_INTS = [("train", "max_steps"), ("train", "steps_per_epoch")]
+_NON_NEGATIVE_INTS = [("train", "attention_warmup_epochs"), ("train", "attention_start_epoch"),
+                      ("train", "overlap_radius"), ("train", "seed"), ("train", "num_workers")]
+#: learning rates: > 0 (a zero or negative rate trains nothing or diverges)
+_RATES = [("train", "lr"), ("train", "beta_lr")]
+_OPTIONAL_RATES = [("train", "lr_backbone"), ("train", "lr_query"), ("train", "time_budget_s")]
+_NON_NEGATIVE = [("train", k) for k in ("lambda_div", "lambda_ent", "lambda_overlap", "lambda_spread", "margin",
+                                        "beta_init", "cutoff", "nonzero_loss_cutoff", "ms_alpha", "ms_beta",
+                                        "ms_base", "ms_epsilon", "div_alpha", "div_beta", "div_c")]
+_BOOLS = [("model", "pretrained"), ("model", "freeze_bn"), ("data", "flip"), ("train", "amp"),
+          ("train", "channels_last"), ("train", "compile"), ("train", "deterministic"), ("train", "progress"),
+          ("eval", "nmi")]
 
 
 def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
-    """Check value types/ranges; one-line ConfigError naming the key."""
+    """Check every value's type and range and the model it describes; one-line
+    :class:`ConfigError` naming the key. Runs before any work (nothing is built or allocated).
+    Whether ``train.device`` exists is checked when training starts (the config may be read
+    on another machine, e.g. by ``evaluate``)."""
+    try:
+        _validate(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return config
+
+
+def _validate(config: dict[str, Any]) -> None:
+    from dgml_viz.model.config import ModelConfig
+    from dgml_viz.validation import (check_bool, check_int, check_number, check_str,
+                                     check_transform, meta_model)
+
     for (sec, key), allowed in _CHOICES.items():
         if config[sec][key] not in allowed:
-            raise ConfigError(f"{source}: {sec}.{key}={config[sec][key]!r}; choose one of {', '.join(allowed)}")
+            raise ConfigError(f"{sec}.{key}={config[sec][key]!r}; choose one of {', '.join(allowed)}")
     for sec, key in _POSITIVE_INTS:
-        v = config[sec][key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{source}: {sec}.{key} must be a positive integer, got {v!r}")
-    for key in ("max_steps", "steps_per_epoch"):
-        v = config["train"][key]
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ConfigError(f"{source}: train.{key} must be a positive integer or null, got {v!r}")
-    for key in ("attention_warmup_epochs", "attention_start_epoch", "overlap_radius"):
-        v = config["train"][key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ConfigError(f"{source}: train.{key} must be a non-negative integer, got {v!r}")
-    for key in ("lr", "beta_lr", "gamma", "lambda_div", "lambda_ent", "lambda_overlap", "lambda_spread"):
-        v = config["train"][key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise ConfigError(f"{source}: train.{key} must be a non-negative number, got {v!r}")
-    if not isinstance(config["train"]["lr_steps"], list):
-        raise ConfigError(f"{source}: train.lr_steps must be a list of epochs")
-    for key in ("mean", "std"):
-        v = config["data"][key]
-        if not (isinstance(v, list) and len(v) == 3):
-            raise ConfigError(f"{source}: data.{key} must be a list of 3 numbers")
-    return config
+        check_int(config[sec][key], f"{sec}.{key}", 1)
+    for sec, key in _OPTIONAL_POSITIVE_INTS:
+        if config[sec][key] is not None:
+            check_int(config[sec][key], f"{sec}.{key} (or null)", 1)
+    for sec, key in _NON_NEGATIVE_INTS:
+        check_int(config[sec][key], f"{sec}.{key}", 0)
+    for sec, key in _RATES:
+        check_number(config[sec][key], f"{sec}.{key}", positive=True)
+    for sec, key in _OPTIONAL_RATES:
+        if config[sec][key] is not None:
+            check_number(config[sec][key], f"{sec}.{key} (or null)", positive=True)
+    for sec, key in _NON_NEGATIVE:
+        check_number(config[sec][key], f"{sec}.{key}", lo=0)
+    for sec, key in _BOOLS:
+        check_bool(config[sec][key], f"{sec}.{key}")
+    t = config["train"]
+    check_number(t["gamma"], "train.gamma", positive=True)
+    if not isinstance(t["weight_decay"], dict) or set(t["weight_decay"]) != {"backbone", "keyval", "query"}:
+        raise ConfigError("train.weight_decay must map backbone, keyval and query to numbers")
+    for key, value in t["weight_decay"].items():
+        check_number(value, f"train.weight_decay.{key}", lo=0)
+    if not isinstance(t["lr_steps"], list):
+        raise ConfigError("train.lr_steps must be a list of epochs")
+    for step in t["lr_steps"]:
+        check_int(step, "train.lr_steps[]", 1)
+    check_str(t["checkpoint_metric"], "train.checkpoint_metric")
+    ks = config["eval"]["ks"]
+    if not isinstance(ks, list) or not ks:
+        raise ConfigError("eval.ks must be a non-empty list of positive integers")
+    for k in ks:
+        check_int(k, "eval.ks[]", 1)
+    d = config["data"]
+    check_str(d["name"], "data.name")
+    if d["root"] is not None:
+        check_str(d["root"], "data.root (or null)")
+    check_transform({k: d[k] for k in ("size", "resize", "mean", "std", "mode")}, "data")
+    scale = d["crop_scale"]
+    if not (isinstance(scale, list) and len(scale) == 2):
+        raise ConfigError(f"data.crop_scale must be [min, max], got {scale!r}")
+    lo = check_number(scale[0], "data.crop_scale[0]", positive=True, hi=1)
+    check_number(scale[1], "data.crop_scale[1]", lo=lo, hi=1)
+    check_str(config["output"]["dir"], "output.dir")
+    if not isinstance(t["device"], str):
+        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {t['device']!r}")
+    m = dict(config["model"])
+    m.pop("pretrained")
+    try:
+        model_config = ModelConfig(**m)
+    except ConfigError as exc:
+        raise ConfigError(f"model.{exc}") from None
+    try:
+        meta_model(model_config)
+    except ConfigError as exc:
+        raise ConfigError(f"model: {exc}") from None
 
 
 def load_config(name_or_path: str | Path | None = None,

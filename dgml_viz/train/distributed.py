@@ -42,12 +42,14 @@ class DistInfo:
 
 
 def resolve_device(pref: str = "auto", local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> ``cuda:<local_rank>`` when CUDA is available, else CPU; otherwise ``torch.device(pref)``."""
-    if pref in (None, "auto"):
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if pref == "cuda":
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(pref)
+    """``"auto"`` -> ``cuda:<local_rank>`` when CUDA is available, else CPU; ``"cuda"`` -> ``cuda:<local_rank>``;
+    otherwise ``torch.device(pref)``. A device that does not exist here is a one-line ConfigError."""
+    from dgml_viz.validation import check_device
+
+    device = check_device(pref, "train.device")  # one-line ConfigError if it does not exist here
+    if device.type == "cuda" and (pref in (None, "auto", "cuda")):
+        return check_device(f"cuda:{local_rank}", "train.device (LOCAL_RANK)")
+    return device
 
 
 def init_distributed(device_pref: str = "auto") -> DistInfo:

@@ -39,7 +39,8 @@ from tqdm.auto import tqdm
 from dgml_viz.data.registry import build_dataset, dataset_spec
 from dgml_viz.data.sampler import ClassBalancedBatchSampler
 from dgml_viz.data.train_transforms import build_transforms
-from dgml_viz.errors import ConfigError, DatasetError
+from dgml_viz.errors import CheckpointError, ConfigError, DatasetError
+from dgml_viz.model.checkpoint import check_state_fits
 from dgml_viz.metrics.retrieval import retrieval_metrics
 from dgml_viz.train.config import config_from_dict, dump_config
 from dgml_viz.train.distributed import (
@@ -373,7 +374,9 @@ class _Trainer:
         self.best: dict[str, Any] = {"value": None, "epoch": None, "metrics": {}}
         self.last_metrics: dict[str, float] = {}
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, state: dict[str, Any], source: Path) -> None:
+        check_state_fits(self.model, state["model"], f"{source} (model)")
+        check_state_fits(self.loss, state["loss"], f"{source} (loss)")
         self.model.load_state_dict(state["model"])
         self.loss.load_state_dict(state["loss"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -464,14 +467,8 @@ class _Trainer:
                     history=self.history, best=self.best, last_metrics=self.last_metrics,
                     sampler_epoch=self.sampler.epoch, config=self.cfg, rng_torch=torch.get_rng_state())
 
-    def run(self, resume: bool) -> dict[str, Any]:
+    def run(self) -> dict[str, Any]:
         t = self.cfg["train"]
-        state_path = self.run_dir / "last_state.pt"
-        if resume:
-            if state_path.exists():
-                self.restore(load_state(state_path, "cpu"))
-            else:
-                logger.warning("%s: no last_state.pt to resume from; starting from scratch", self.run_dir)
         deadline = time.perf_counter() + float(t["time_budget_s"]) if t["time_budget_s"] else None
         metric_key = t["checkpoint_metric"]
         done = self.epoch >= t["epochs"] or (t["max_steps"] is not None and self.step >= t["max_steps"])
@@ -532,17 +529,55 @@ def train(config: dict[str, Any], run_dir: str | Path, resume: bool = False, *,
     """
     config = config_from_dict(config)
     run_dir = Path(run_dir)
+    state_path = run_dir / "last_state.pt"
+    state = None
+    if resume and state_path.exists():  # checked before anything on disk changes
+        state = load_state(state_path, "cpu")
+        check_resume_config(state.get("config"), config, state_path)
+    elif resume:
+        logger.warning("%s: no last_state.pt to resume from; starting from scratch", run_dir)
     info = init_distributed(config["train"]["device"])
     try:
+        trainer = _Trainer(config, run_dir, info, on_epoch_end)
+        trainer.setup()
+        if state is not None:
+            trainer.restore(state, state_path)
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "config.yaml", dump_config(config))
         barrier(info)
-        trainer = _Trainer(config, run_dir, info, on_epoch_end)
-        trainer.setup()
-        return trainer.run(resume)
+        return trainer.run()
     finally:
         cleanup(info)
+
+
+#: keys a resumed run may change: how long and where it runs, not what it computes
+RESUMABLE_KEYS = frozenset({"train.epochs", "train.max_steps", "train.time_budget_s", "train.device",
+                            "train.num_workers", "train.progress", "data.root", "output.dir"})
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) and value else
+                   {f"{prefix}{key}": value})
+    return out
+
+
+def check_resume_config(saved: Any, config: dict[str, Any], state_path: Path) -> None:
+    """One-line ConfigError naming the keys where ``config`` differs from the run's own (except
+    :data:`RESUMABLE_KEYS`), so a mismatched ``--resume`` is refused before it changes anything."""
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{state_path}: training state holds no config; cannot check the resume")
+    old, new = _flatten(saved), _flatten(config)
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS)
+    if changed:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
+        more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
+        raise ConfigError(f"{state_path}: cannot resume, the config differs from the run's: {shown}{more}; "
+                          "resume with the run's own config.yaml or start a new --run-dir")
 
 
 __all__ = ["train", "build_param_groups", "build_loss", "build_model", "build_datasets", "compute_embeddings",
