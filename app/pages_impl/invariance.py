@@ -86,6 +86,11 @@ else:
 
 axis = st.radio("curve axis", ["x", "y", "xy"], horizontal=True, key="inv_axis")
 step = max(1, size // 16)
+if getattr(handle.model.backbone, "position_embedding", False):  # declared by ViT-like backbones
+    step = int(getattr(handle.model.backbone, "stride", step))
+    st.caption(f"This backbone adds position embeddings: (a) holds for the head on its tokens, but the backbone "
+               f"is not translation invariant. Shifts here are multiples of the {step}-px patch, so in wrap mode "
+               "the patches are only permuted and any cosine below 1 comes from the position embeddings.")
 shifts = tuple(range(-half, half + 1, step))
 curve = state.translation_curve(handle.key, image.key, mode, axis, shifts, handle.model, x)
 df = pd.DataFrame({"embedding": curve["embedding_cosine"],

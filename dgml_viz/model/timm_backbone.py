@@ -175,8 +175,12 @@ class TimmBackbone(nn.Module):
 
     Attributes declared for the rest of dgml_viz: ``model`` (the timm module),
     ``out_channels`` (C), ``stride`` (input pixels per grid cell),
-    ``eval_transform`` (checkpoint transform dict), ``timm_name``.
+    ``eval_transform`` (checkpoint transform dict), ``timm_name``,
+    ``position_embedding`` (the features depend on absolute position, so the
+    head's permutation invariance does not make the embedding translation invariant).
     """
+
+    position_embedding: bool = False
 
     def __init__(self, name: str, model: nn.Module, channels: int, stride: int, size: int | None) -> None:
         super().__init__()
@@ -224,6 +228,9 @@ class TimmTokenGrid(TimmBackbone):
         size = None if dynamic or getattr(pe, "img_size", None) is None else int(pe.img_size[-1])
         super().__init__(name, model, channels, stride, size)
         self.num_prefix_tokens = int(model.num_prefix_tokens)
+        # absolute (learned/sincos) or rotary position embeddings: the map depends on where a patch is
+        self.position_embedding = (getattr(model, "pos_embed", None) is not None
+                                   or getattr(model, "rope", None) is not None)
 
     def grid_shape(self, image_hw: tuple[int, int]) -> tuple[int, int]:
         """``(h, w)`` of the patch grid for an ``H x W`` input (timm's own patch-embed arithmetic)."""

@@ -272,7 +272,9 @@ def invariance_section(model: nn.Module, images: Tensor, *, shifts: Sequence[int
     x = images.to(dev)
     with torch.inference_mode():
         feats = model.features(x)
-    out: dict[str, Any] = {"permutation": permutation_certificate(model.head, feats, permutations, seed)}
+    out: dict[str, Any] = {"permutation": permutation_certificate(model.head, feats, permutations, seed),
+                           # declared by the backbone (ViT): translation is then measured, not implied
+                           "position_embedding": bool(getattr(model.backbone, "position_embedding", False))}
     for mode in ("wrap", "pad"):
         cur = translation_curve(model, x, shifts, mode=mode, batch_size=batch_size)
         cur.pop("raw")

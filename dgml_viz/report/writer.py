@@ -182,6 +182,10 @@ def render_html(report: dict[str, Any], figures: list[dict[str, Any]]) -> str:
         parts.append(f"<h3>Invariance</h3><p>Permutation certificate: max |Δ| of group embeddings over "
                      f"{pc['num_permutations']} random position permutations × {pc['num_images']} images = "
                      f"{pc['max_abs_delta']:.2e}.</p>")
+        if inv.get("position_embedding"):
+            parts.append("<p>The backbone adds position embeddings (ViT): the head is permutation invariant on its "
+                         "tokens, but the backbone is not translation invariant, so the embedding is not either; "
+                         "see the measured translation curve.</p>")
     if report.get("skipped"):
         parts.append("<h3>Skipped</h3>" + _table(["section", "why"], [[k, v] for k, v in report["skipped"].items()]))
     for fig in figures:
