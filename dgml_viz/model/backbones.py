@@ -151,6 +151,16 @@ def googlenet(pretrained: bool = False) -> nn.Module:
     return _GoogLeNetTrunk(pretrained)
 
 
+@register_backbone("bninception", channels=1024, stride=32,
+                   description="BN-Inception trunk in Cadene's key layout, inception_5b (reference imports)")
+def bninception(pretrained: bool = False) -> nn.Module:
+    from dgml_viz.model.bninception import BNInception
+
+    if pretrained:
+        raise DgmlVizError("bninception has no downloadable weights here; import them with `dgml-viz convert`")
+    return BNInception()
+
+
 # --------------------------------------------------------------------------- small CNN
 #: (kernel, stride) of every conv of :func:`small_cnn`, in order.
 SMALL_CNN_LAYERS: tuple[tuple[int, int], ...] = ((3, 2), (3, 1), (3, 2), (3, 1), (3, 2), (3, 1))

@@ -10,6 +10,11 @@ gap             global average pool + linear, no grouping (K = 1)           no
 multi_linear    K independent linear heads on the pooled feature            no
 gate            per-group spatial 1x1-conv sigmoid masks (ABE-style)        masks
 channel         per-group squeeze-and-excitation on the pooled feature      no
+attentive_proj  attentive + shared d->d projection after pooling (LearnQ_he) yes
+gate_masks      per-group unbounded channel x position masks (ref. Gate)     no (masks)
+channel_se      per-group SE + one shared biased projection (ref. Channel)   no
+pooled_linear   average pool + linear with bias, K = 1 (BN-Inception)        no
+pooled_max_linear  average + max pool + linear with bias, K = 1             no
 ==============  ==========================================================  ==========
 """
 from __future__ import annotations
@@ -19,6 +24,10 @@ from typing import Callable
 from torch import nn
 
 from dgml_viz.model.heads.attentive import AttentiveHead
+from dgml_viz.model.heads.attentive_proj import AttentiveProjHead
+from dgml_viz.model.heads.channel_se import ChannelSEHead
+from dgml_viz.model.heads.gate_masks import GateMaskHead
+from dgml_viz.model.heads.pooled_linear import PooledLinearHead, PooledMaxLinearHead
 from dgml_viz.model.heads.channel import ChannelHead
 from dgml_viz.model.heads.gap import GapHead
 from dgml_viz.model.heads.gate import GateHead
@@ -30,6 +39,11 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
     "multi_linear": MultiLinearHead,
     "gate": GateHead,
     "channel": ChannelHead,
+    "attentive_proj": AttentiveProjHead,
+    "gate_masks": GateMaskHead,
+    "channel_se": ChannelSEHead,
+    "pooled_linear": PooledLinearHead,
+    "pooled_max_linear": PooledMaxLinearHead,
 }
 
 
@@ -38,4 +52,5 @@ def list_heads() -> list[str]:
     return list(HEADS)
 
 
-__all__ = ["HEADS", "list_heads", "AttentiveHead", "GapHead", "MultiLinearHead", "GateHead", "ChannelHead"]
+__all__ = ["HEADS", "list_heads", "AttentiveHead", "GapHead", "MultiLinearHead", "GateHead", "ChannelHead",
+           "AttentiveProjHead", "GateMaskHead", "ChannelSEHead", "PooledLinearHead", "PooledMaxLinearHead"]
