@@ -229,3 +229,39 @@ def test_full_size_models_build_and_render(tmp_path: Path, name: str) -> None:
     assert main(["heatmaps", "--ckpt", str(path), "--images", str(one), "--out", str(tmp_path / "o"),
                  "--workers", "1", "--no-composite"]) == 0
     assert np.load(tmp_path / "o" / "c.jpg" / "maps.npz")["attention"].shape == out.attention.shape[1:]
+
+
+def test_layer_decay_param_groups_follow_timms_scales() -> None:
+    from timm.optim import param_groups_layer_decay
+
+    from dgml_viz.train.config import load_config
+    from dgml_viz.train.loop import build_param_groups
+
+    model = create_model("timm:vit_small_patch16_224", groups=3, dim=48, **{**VIT_TINY, "depth": 3})
+    cfg = load_config(None, ["train.layer_decay=0.65", "train.lr_backbone=2e-5", "train.lr=1e-4"])["train"]
+    ours = {id(p): g["lr"] / 2e-5 for g in build_param_groups(model, None, cfg) if g["name"].startswith("backbone")
+            for p in g["params"]}
+    theirs = {id(p): g["lr_scale"] for g in param_groups_layer_decay(model.backbone.model, layer_decay=0.65)
+              for p in g["params"]}
+    assert set(ours) == set(theirs) == {id(p) for p in model.backbone.parameters()}
+    assert all(ours[k] == pytest.approx(theirs[k]) for k in ours)
+    assert min(ours.values()) == pytest.approx(0.65 ** 3)  # embeddings: three depths below the last block
+    with pytest.raises(ConfigError, match="declares no layer depths"):
+        build_param_groups(create_model("small_cnn", groups=3, dim=48), None, cfg)
+
+
+def test_cub200_vit_recipe_trains_a_tiny_vit(tmp_path: Path) -> None:
+    """The packaged ViT recipe (layer decay included) runs through the trainer, here on synthetic parts."""
+    from dgml_viz.train.config import load_config
+    from dgml_viz.train.loop import train
+
+    recipe = load_config("cub200_vit")
+    assert recipe["model"]["backbone"] == "timm:vit_small_patch16_224" and recipe["train"]["layer_decay"] < 1
+    cfg = load_config("cub200_vit", [
+        "data.name=synthetic", "data.size=64", "data.resize=64", "data.mode=full",
+        "data.kwargs={image_size: 64, samples_per_class: 2}", "model.pretrained=false", "model.dim=48",
+        f"model.backbone_kwargs={json.dumps(VIT_TINY)}", "train.max_steps=2", "train.steps_per_epoch=2",
+        "train.epochs=1", "train.batch_classes=4", "train.num_workers=0", "train.progress=false", "eval.nmi=false"])
+    res = train(cfg, tmp_path / "run")
+    assert res["steps"] == 2 and math.isfinite(res["history"][-1]["loss"])
+    assert load_checkpoint(res["last_ckpt"]).config.backbone_kwargs == VIT_TINY

@@ -193,8 +193,9 @@ class TimmBackbone(nn.Module):
     def layer_ids(self) -> tuple[dict[str, int], int]:
         """``({parameter name (relative to this module): depth index}, number of depths)``.
 
-        Depths come from timm's own ``group_matcher`` (embeddings 0, each block
-        its own depth, final norm last); for layer-wise learning-rate decay.
+        Depths come from timm's own ``group_matcher`` (ViT: embeddings 0, block
+        ``i`` depth ``i + 1``, the final norm with the last block); for layer-wise
+        learning-rate decay (``train.layer_decay``).
         """
         from timm.models import group_parameters
 

@@ -13,7 +13,8 @@ Schema (defaults = the CUB-200-2011 reference recipe)::
     data:   name, root, train_split, test_split, gallery_split (In-Shop: query/gallery),
             size, resize, mode (center_crop|full), mean, std, crop_scale, flip, kwargs
     train:  epochs, batch_classes (n), batch_per_class (m), lr, lr_backbone (null = lr),
-            lr_query (null = lr),
+            lr_query (null = lr), layer_decay (null = off; backbones that declare layer_ids, e.g. timm ViTs:
+            lr of depth i = lr_backbone * layer_decay ** (depths - 1 - i)),
             weight_decay {backbone, keyval, query}, lr_steps, gamma, beta_lr,
             loss (margin|multi_similarity), margin, beta_init, cutoff, nonzero_loss_cutoff,
             ms_alpha, ms_beta, ms_base, ms_epsilon, lambda_div, div_alpha, div_beta, div_c,
@@ -56,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
               "ms_alpha": 2.0, "ms_beta": 50.0, "ms_base": 0.5, "ms_epsilon": 0.1,
               "lambda_div": 0.02, "div_alpha": 2.0, "div_beta": 0.5, "div_c": 25.0,
               "lambda_ent": 0.0, "attention_warmup_epochs": 0, "attention_start_epoch": 0, "lambda_overlap": 0.0, "overlap_radius": 0, "lr_query": None,
+              "layer_decay": None,
               "metric_on": "groups", "lambda_spread": 0.0,
               "eval_every": 1, "seed": 0, "num_workers": 4, "amp": True, "channels_last": True,
               "compile": False, "deterministic": False, "max_steps": None, "steps_per_epoch": None,
@@ -198,7 +200,8 @@ _NON_NEGATIVE_INTS = [("train", "attention_warmup_epochs"), ("train", "attention
                       ("train", "overlap_radius"), ("train", "seed"), ("train", "num_workers")]
 #: learning rates: > 0 (a zero or negative rate trains nothing or diverges)
 _RATES = [("train", "lr"), ("train", "beta_lr")]
-_OPTIONAL_RATES = [("train", "lr_backbone"), ("train", "lr_query"), ("train", "time_budget_s")]
+_OPTIONAL_RATES = [("train", "lr_backbone"), ("train", "lr_query"), ("train", "time_budget_s"),
+                   ("train", "layer_decay")]
 _NON_NEGATIVE = [("train", k) for k in ("lambda_div", "lambda_ent", "lambda_overlap", "lambda_spread", "margin",
                                         "beta_init", "cutoff", "nonzero_loss_cutoff", "ms_alpha", "ms_beta",
                                         "ms_base", "ms_epsilon", "div_alpha", "div_beta", "div_c")]

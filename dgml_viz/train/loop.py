@@ -108,7 +108,10 @@ def build_param_groups(model: nn.Module, loss: nn.Module | None, train_cfg: dict
     """Optimizer groups chosen by module, never by parameter-name substrings.
 
     * ``backbone``: ``model.backbone`` parameters, weight decay ``weight_decay.backbone``,
-      lr ``lr_backbone`` (default ``lr``);
+      lr ``lr_backbone`` (default ``lr``); with ``layer_decay`` set and a backbone that
+      declares ``layer_ids()`` (timm ViTs, from timm's own ``group_matcher``), one group
+      ``backbone.<i>`` per depth ``i`` with lr ``lr_backbone * layer_decay ** (depths - 1 - i)``
+      (embeddings lowest, the last block at ``lr_backbone``);
     * ``keyval``: ``model.head`` parameters except the queries (all head
       parameters for heads without queries), ``weight_decay.keyval``;
     * ``query``: the attentive head's ``queries`` Parameter, ``weight_decay.query``,
@@ -131,10 +134,8 @@ def build_param_groups(model: nn.Module, loss: nn.Module | None, train_cfg: dict
     rest = [p for p in net.parameters() if p.requires_grad and id(p) not in seen]
     if rest:
         raise ConfigError(f"model has {len(rest)} trainable parameter(s) outside backbone and head")
-    groups = [
-        {"name": "backbone", "params": backbone, "lr": lr_bb, "weight_decay": float(wd["backbone"])},
-        {"name": "keyval", "params": head, "lr": lr, "weight_decay": float(wd["keyval"])},
-    ]
+    groups = _layer_decay_groups(net.backbone, backbone, lr_bb, float(wd["backbone"]), train_cfg.get("layer_decay"))
+    groups.append({"name": "keyval", "params": head, "lr": lr, "weight_decay": float(wd["keyval"])})
     if query_params:
         groups.append({"name": "query", "params": query_params, "lr": lr_q, "weight_decay": float(wd["query"])})
     if loss is not None:
@@ -143,6 +144,26 @@ def build_param_groups(model: nn.Module, loss: nn.Module | None, train_cfg: dict
             groups.append({"name": "loss", "params": loss_params, "lr": float(train_cfg["beta_lr"]),
                            "weight_decay": 0.0})
     return [g for g in groups if g["params"]]
+
+
+def _layer_decay_groups(backbone: nn.Module, params: list[nn.Parameter], lr: float, weight_decay: float,
+                        decay: float | None) -> list[dict[str, Any]]:
+    """The backbone's optimizer group(s): one, or one per declared depth under layer-wise lr decay."""
+    if decay is None or float(decay) == 1.0:
+        return [{"name": "backbone", "params": params, "lr": lr, "weight_decay": weight_decay}]
+    if not 0.0 < float(decay) <= 1.0:
+        raise ConfigError(f"train.layer_decay must be in (0, 1] or null, got {decay!r}")
+    layer_ids = getattr(backbone, "layer_ids", None)
+    if layer_ids is None:
+        raise ConfigError(f"train.layer_decay: backbone {type(backbone).__name__} declares no layer depths; "
+                          "set train.layer_decay=null")
+    ids, depths = layer_ids()
+    name_of = {id(p): n for n, p in backbone.named_parameters()}
+    by_depth: dict[int, list[nn.Parameter]] = {}
+    for p in params:
+        by_depth.setdefault(int(ids.get(name_of[id(p)], depths - 1)), []).append(p)
+    return [{"name": f"backbone.{i}", "params": ps, "lr": lr * float(decay) ** (depths - 1 - i),
+             "weight_decay": weight_decay} for i, ps in sorted(by_depth.items())]
 
 
 def attention_weights(train_cfg: dict[str, Any], epoch: int) -> tuple[float, float, float]:
@@ -543,7 +564,8 @@ def train(config: dict[str, Any], run_dir: str | Path, resume: bool = False, *,
         if state is not None:
             trainer.restore(state, state_path)
         if info.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            from dgml_viz.utils.outdir import prepare_run_dir  # checked + stale temp files swept (issue 12)
+            prepare_run_dir(run_dir)
             atomic_write_text(run_dir / "config.yaml", dump_config(config))
         barrier(info)
         return trainer.run()
