@@ -91,19 +91,25 @@ def throwaway_module(name: str | None = None) -> Iterator[types.ModuleType]:
             del sys.modules[sub]
 
 
+_CUDA_TAGS = {"on": False}
+
+
+def _cuda_tagger(storage: Any) -> str | None:
+    return "cuda:0" if _CUDA_TAGS["on"] and storage.device.type == "cpu" else None
+
+
+# registered once (torch keeps a sorted list; equal priorities would compare functions)
+torch.serialization.register_package(1, _cuda_tagger, lambda storage, location: None)
+
+
 @contextlib.contextmanager
 def cuda_location_tags() -> Iterator[None]:
     """While active, torch.save tags every CPU storage ``cuda:0`` (as on the reference's GPU machines)."""
-    state = {"on": True}
-
-    def tagger(storage: Any) -> str | None:
-        return "cuda:0" if state["on"] and storage.device.type == "cpu" else None
-
-    torch.serialization.register_package(1, tagger, lambda storage, location: None)
+    _CUDA_TAGS["on"] = True
     try:
         yield
     finally:
-        state["on"] = False
+        _CUDA_TAGS["on"] = False
 
 
 def write_reference_file(path: Path, net: nn.Module, opt: dict[str, Any], *, opt_kind: str = "cfgnode",

@@ -193,7 +193,11 @@ def _globals_in_file(path: Path) -> set[str]:
             found.update(_pickle_globals(io.BytesIO(zf.read(names[0]))))
         return found
     with open(path, "rb") as fh:
-        first = list(pickletools.genops(fh))
+        try:
+            first = list(pickletools.genops(fh))
+        except (ValueError, EOFError) as exc:
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle: "
+                                  f"{_reason(exc)})") from None
         magic = next((arg for op, arg, _ in first if op.name.startswith(("LONG", "BININT", "INT"))), None)
         if magic != _LEGACY_MAGIC:
             raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor torch's legacy format)")
@@ -259,6 +263,10 @@ def load_reference_object(path: str | Path) -> Any:
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: file is empty")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head.startswith(b"PK") and not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: checkpoint is truncated or corrupt (broken zip archive)")
     try:
         names = _globals_in_file(path)
     except CheckpointError:
