@@ -78,10 +78,9 @@ def evenly_spaced(n_total: int, n: int) -> list[int]:
 
 
 def _eval_transform(model: Any) -> Any:
-    from dgml_viz.data.train_transforms import EvalTransform
+    from dgml_viz.data.transforms import EvalTransform
 
-    t = model.transform
-    return EvalTransform(size=t["size"], resize=t["resize"], mean=t["mean"], std=t["std"], mode=t["mode"])
+    return EvalTransform.from_dict(model.transform)
 
 
 def build_data(args: argparse.Namespace, model: Any) -> tuple[Any, str]:
@@ -147,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
     from dgml_viz.model.checkpoint import load_checkpoint, read_checkpoint_info
     from dgml_viz.report.analysis import analyse_model
     from dgml_viz.report.writer import assemble_report, write_report
+    from dgml_viz.utils.outdir import ensure_output_dir
+
+    ensure_output_dir(args.out)  # before any work: a bad --out is one line, not a traceback at the end
 
     for flag in ("num_images", "steps", "ig_steps", "bootstrap", "batch_size"):
         if getattr(args, flag) < 1:

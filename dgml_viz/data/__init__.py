@@ -22,7 +22,7 @@ _LAZY = {
     "ImageFolderDataset": "dgml_viz.data.folder",
     "ImageListDataset": "dgml_viz.data.folder",
     "FashionMNIST": "dgml_viz.data.fashion_mnist",
-    "EvalTransform": "dgml_viz.data.train_transforms",
+    "EvalTransform": "dgml_viz.data.transforms",
     "TrainTransform": "dgml_viz.data.train_transforms",
     "build_transforms": "dgml_viz.data.train_transforms",
 }

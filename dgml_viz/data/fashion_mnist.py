@@ -25,7 +25,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from dgml_viz.data.train_transforms import EvalTransform
+from dgml_viz.data.transforms import EvalTransform
 from dgml_viz.errors import DatasetError
 
 logger = logging.getLogger(__name__)

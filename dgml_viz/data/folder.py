@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from dgml_viz.data.train_transforms import EvalTransform
+from dgml_viz.data.transforms import EvalTransform
 from dgml_viz.errors import DatasetError, ImageError
 
 logger = logging.getLogger(__name__)

@@ -1,115 +1,30 @@
-"""Image transforms for training and evaluation that remember their geometry.
+"""The training transform, and the pair a recipe's ``data`` section builds.
 
-Both transforms map a PIL image to a normalised ``[3, S, S]`` float tensor and,
-through :meth:`apply`, also return the :class:`Geometry` that maps original
-pixel coordinates to tensor pixel coordinates, so datasets can move keypoints
-and boxes with the pixels.
-
-* :class:`EvalTransform` — ``mode="center_crop"``: resize the shorter side to
-  ``resize`` then center-crop ``size`` (reference test transform 256 -> 224);
-  ``mode="full"``: resize the whole image to ``size x size``.
 * :class:`TrainTransform` — RandomResizedCrop ``size`` (scale range ``scale``)
-  + horizontal flip (reference training transform).
+  + horizontal flip (reference training transform); :meth:`TrainTransform.apply`
+  also returns the :class:`~dgml_viz.data.transforms.Geometry` of the crop (and
+  flip), so datasets can move keypoints and boxes with the pixels.
+* the eval side is :class:`~dgml_viz.data.transforms.EvalTransform`, the one eval
+  transform of every path (re-exported here).
 
 Randomness comes from torch's global RNG (so a restored RNG state replays it).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Affine map original pixel ``(x, y)`` -> tensor pixel ``(x', y')``.
-
-    ``x' = x * scale_x - offset_x`` (then ``x' = out_width - x'`` if ``flipped``),
-    ``y' = y * scale_y - offset_y``.
-    """
-
-    scale_x: float
-    scale_y: float
-    offset_x: float
-    offset_y: float
-    out_width: int
-    out_height: int
-    flipped: bool = False
-
-    def map_points(self, xy: Tensor) -> Tensor:
-        """``[N, 2]`` original (x, y) -> ``[N, 2]`` tensor coordinates (float)."""
-        xy = xy.to(torch.float32)
-        x = xy[:, 0] * self.scale_x - self.offset_x
-        y = xy[:, 1] * self.scale_y - self.offset_y
-        if self.flipped:
-            x = self.out_width - x
-        return torch.stack([x, y], dim=1)
-
-    def inside(self, xy: Tensor) -> Tensor:
-        """``[N]`` bool: mapped points that fall inside the output tensor."""
-        return (xy[:, 0] >= 0) & (xy[:, 0] < self.out_width) & (xy[:, 1] >= 0) & (xy[:, 1] < self.out_height)
-
-    def map_box(self, box_xyxy: Tensor) -> Tensor:
-        """``[4]`` original ``(x0, y0, x1, y1)`` -> tensor ``(x0, y0, x1, y1)``, clipped to the tensor."""
-        corners = self.map_points(box_xyxy.view(2, 2))
-        lo = corners.min(0).values
-        hi = corners.max(0).values
-        lo = torch.stack([lo[0].clamp(0, self.out_width), lo[1].clamp(0, self.out_height)])
-        hi = torch.stack([hi[0].clamp(0, self.out_width), hi[1].clamp(0, self.out_height)])
-        return torch.cat([lo, hi])
-
+from dgml_viz.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, Geometry, normalise
 
 def _to_tensor(img: Image.Image, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    return TF.normalize(TF.to_tensor(img.convert("RGB")), list(mean), list(std))
-
-
-class EvalTransform:
-    """Deterministic test transform (see module docstring).
-
-    Example:
-        >>> t = EvalTransform(size=224, resize=256)
-        >>> t(Image.new("RGB", (500, 300))).shape
-        torch.Size([3, 224, 224])
-    """
-
-    def __init__(self, size: int = 224, resize: int = 256, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, mode: str = "center_crop") -> None:
-        if mode not in ("center_crop", "full"):
-            raise ValueError(f"mode must be 'center_crop' or 'full', got {mode!r}")
-        self.size, self.resize, self.mode = int(size), int(resize), mode
-        self.mean, self.std = list(mean), list(std)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The checkpoint ``transform`` dict describing this transform."""
-        return {"size": self.size, "resize": self.resize, "mean": self.mean, "std": self.std, "mode": self.mode}
-
-    def apply(self, img: Image.Image) -> tuple[Tensor, Geometry]:
-        """``PIL image -> ([3, size, size] tensor, Geometry)``."""
-        w, h = img.size
-        s = self.size
-        if self.mode == "full":
-            out = img.convert("RGB").resize((s, s), Image.BILINEAR)
-            geo = Geometry(s / w, s / h, 0.0, 0.0, s, s)
-            return _to_tensor(out, self.mean, self.std), geo
-        scale = self.resize / min(w, h)
-        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        resized = img.convert("RGB").resize((nw, nh), Image.BILINEAR)
-        left, top = int(round((nw - s) / 2.0)), int(round((nh - s) / 2.0))
-        out = resized.crop((left, top, left + s, top + s))
-        geo = Geometry(nw / w, nh / h, float(left), float(top), s, s)
-        return _to_tensor(out, self.mean, self.std), geo
-
-    def __call__(self, img: Image.Image) -> Tensor:
-        return self.apply(img)[0]
+    return normalise(np.asarray(img.convert("RGB")), mean, std)
 
 
 class TrainTransform:
@@ -154,8 +69,8 @@ class TrainTransform:
         flipped = bool(self.flip and torch.rand(1).item() < 0.5)
         if flipped:
             out = TF.hflip(out)
-        sx, sy = s / cw, s / ch
-        geo = Geometry(sx, sy, left * sx, top * sy, s, s, flipped)
+        sx, sy = s / cw, s / ch  # the crop window, as a window of the image resized by (sx, sy)
+        geo = Geometry((w, h), (w * sx, h * sy), (left * sx, top * sy), s, "center_crop", flipped)  # type: ignore[arg-type]
         return _to_tensor(out, self.mean, self.std), geo
 
     def __call__(self, img: Image.Image) -> Tensor:

@@ -33,6 +33,9 @@ from torch import Tensor
 from dgml_viz.errors import ConfigError
 
 MODES = ("center_crop", "full")
+#: ImageNet normalisation statistics (the one definition; recipes and checkpoints default to it)
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,11 @@ class Geometry:
     """
 
     original: tuple[int, int]  # (W, H)
-    resized: tuple[int, int]  # (rw, rh)
+    resized: tuple[int, int]  # (rw, rh); fractional for a training crop
     crop: tuple[int, int]  # (crop_x, crop_y) of the window's top-left in the resized image
     size: int  # S, the square tensor side
     mode: str = "center_crop"
+    flipped: bool = False  # mirrored left-right after the crop (training augmentation)
 
     @property
     def scale(self) -> tuple[float, float]:
@@ -76,6 +80,24 @@ class Geometry:
         w, h = self.original
         return max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1)
 
+    def map_points(self, xy: Tensor) -> Tensor:
+        """``[N, 2]`` original pixel ``(x, y)`` -> ``float32 [N, 2]`` tensor coordinates (flip applied)."""
+        out = torch.from_numpy(self.to_tensor_coords(xy.double().numpy())).to(torch.float32)
+        if self.flipped:
+            out[:, 0] = self.size - out[:, 0]
+        return out
+
+    def inside(self, xy: Tensor) -> Tensor:
+        """``[N]`` bool: tensor coordinates ``xy`` (from :meth:`map_points`) that fall inside the tensor."""
+        return (xy[:, 0] >= 0) & (xy[:, 0] < self.size) & (xy[:, 1] >= 0) & (xy[:, 1] < self.size)
+
+    def map_box(self, box_xyxy: Tensor) -> Tensor:
+        """``[4]`` original ``(x0, y0, x1, y1)`` -> tensor ``(x0, y0, x1, y1)``, clipped to the tensor."""
+        corners = self.map_points(box_xyxy.view(2, 2))
+        lo = corners.min(0).values.clamp(0, self.size)
+        hi = corners.max(0).values.clamp(0, self.size)
+        return torch.cat([lo, hi])
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (inverse: :meth:`from_dict`)."""
         d = asdict(self)
@@ -85,7 +107,7 @@ class Geometry:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Geometry":
         return cls(tuple(d["original"]), tuple(d["resized"]), tuple(d["crop"]), int(d["size"]),  # type: ignore[arg-type]
-                   str(d.get("mode", "center_crop")))
+                   str(d.get("mode", "center_crop")), bool(d.get("flipped", False)))
 
 
 def check_transform(transform: Mapping[str, Any]) -> dict[str, Any]:
@@ -157,5 +179,41 @@ def eval_transform(image: np.ndarray, transform: Mapping[str, Any]) -> tuple[Ten
     return normalise(resize_and_crop(image, geo), t["mean"], t["std"]), geo
 
 
-__all__ = ["Geometry", "eval_transform", "compute_geometry", "check_transform", "resize_and_crop", "normalise",
+class EvalTransform:
+    """The eval transform as a dataset transform: ``PIL image -> [3, S, S]`` through :func:`eval_transform`.
+
+    The same code path (and so the same tensor, to the bit) as heatmaps, gallery and
+    the app; :meth:`apply` also returns the :class:`Geometry`, so datasets can move
+    keypoints and boxes with the pixels.
+
+    Example:
+        >>> t = EvalTransform(size=224, resize=256)
+        >>> t(Image.new("RGB", (500, 300))).shape
+        torch.Size([3, 224, 224])
+    """
+
+    def __init__(self, size: int = 224, resize: int | None = 256, mean: Any = IMAGENET_MEAN,
+                 std: Any = IMAGENET_STD, mode: str = "center_crop") -> None:
+        self.transform = check_transform({"size": size, "resize": resize, "mean": list(mean), "std": list(std),
+                                          "mode": mode})
+
+    @classmethod
+    def from_dict(cls, transform: Mapping[str, Any]) -> "EvalTransform":
+        """From a checkpoint's ``transform`` dict (``model.transform``)."""
+        t = check_transform(transform)
+        return cls(t["size"], t["resize"], t["mean"], t["std"], t["mode"])
+
+    def as_dict(self) -> dict[str, Any]:
+        """The checkpoint ``transform`` dict describing this transform."""
+        return dict(self.transform)
+
+    def apply(self, img: Image.Image) -> tuple[Tensor, Geometry]:
+        """``PIL image -> (float32 [3, S, S] tensor, Geometry)``."""
+        return eval_transform(np.asarray(img.convert("RGB")), self.transform)
+
+    def __call__(self, img: Image.Image) -> Tensor:
+        return self.apply(img)[0]
+
+
+__all__ = ["Geometry", "EvalTransform", "IMAGENET_MEAN", "IMAGENET_STD", "eval_transform", "compute_geometry", "check_transform", "resize_and_crop", "normalise",
            "MODES"]

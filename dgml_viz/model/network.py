@@ -5,13 +5,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from dgml_viz.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from dgml_viz.model.backbones import create_backbone
 from dgml_viz.model.config import ModelConfig
 from dgml_viz.model.heads import HEADS
 from dgml_viz.model.output import GroupOutput
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 def default_transform(size: int = 224, resize: int = 256) -> dict[str, Any]:

@@ -41,8 +41,10 @@ import yaml
 
 from dgml_viz.errors import ConfigError
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
+from dgml_viz.data.transforms import IMAGENET_MEAN as _MEAN, IMAGENET_STD as _STD
+
+IMAGENET_MEAN = list(_MEAN)
+IMAGENET_STD = list(_STD)
 
 DEFAULTS: dict[str, Any] = {
     "model": {"backbone": "resnet50", "head": "attentive", "groups": 3, "dim": 512, "reduction": 8,

@@ -1,0 +1,52 @@
+"""One eval transform: every path (datasets, evaluate, interpret, heatmaps, gallery, app) gives
+torchvision's Resize + CenterCrop + Normalize, to float precision, on many image sizes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from dgml_viz.data.transforms import EvalTransform, eval_transform
+from dgml_viz.inference import prepare_image
+
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+SIZES = [(500, 300), (300, 500), (224, 224), (256, 256), (257, 331), (1000, 37), (37, 1000), (223, 225),
+         (100, 80), (64, 64), (225, 1), (640, 427), (427, 640), (811, 613)]
+
+
+def _torchvision(img: Image.Image, resize: int, size: int) -> torch.Tensor:
+    return T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(MEAN, STD)])(img)
+
+
+@pytest.mark.parametrize("wh", SIZES)
+@pytest.mark.parametrize("resize, size", [(256, 224), (224, 224), (110, 96), (200, 224)])
+def test_eval_transform_equals_torchvision(wh: tuple[int, int], resize: int, size: int) -> None:
+    rng = np.random.default_rng(wh[0] * 7 + wh[1])
+    arr = rng.integers(0, 256, (wh[1], wh[0], 3), dtype=np.uint8)
+    img = Image.fromarray(arr)
+    expected = _torchvision(img, resize, size)
+    t = {"size": size, "resize": resize, "mean": MEAN, "std": STD, "mode": "center_crop"}
+    ours, geo = eval_transform(arr, t)
+    assert ours.shape == expected.shape
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+    # the dataset path (training-time evaluation, evaluate, interpret) is the same tensor, to the bit
+    assert torch.equal(EvalTransform(size, resize, MEAN, STD)(img), ours)
+    # and the rendering path (heatmaps, gallery, app) too
+    tensor, geo2, _ = prepare_image(arr, t)
+    assert torch.equal(tensor, ours) and geo2 == geo
+
+
+def test_file_through_evaluation_and_rendering_paths_is_one_tensor(tmp_path) -> None:
+    from skimage import data
+
+    from dgml_viz.data.folder import ImageFolderDataset
+
+    path = tmp_path / "cls" / "coffee.png"
+    path.parent.mkdir()
+    Image.fromarray(data.coffee()).save(path)
+    t = {"size": 224, "resize": 256, "mean": MEAN, "std": STD, "mode": "center_crop"}
+    ds = ImageFolderDataset(tmp_path, "all", transform=EvalTransform.from_dict(t))
+    rendered, _, _ = prepare_image(path, t)
+    assert torch.equal(ds[0]["image"], rendered)
