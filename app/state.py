@@ -234,6 +234,68 @@ def folder_index(handle: ModelHandle, files: list[Path]) -> tuple[analysis.Galle
     return _folder_index(handle.key, stamp, handle.model, _transform_items(handle))
 
 
+# ----------------------------------------------------------------------------- on-disk index
+@st.cache_resource(max_entries=4, show_spinner="Opening the index...")
+def _open_index(path: str, manifest_mtime_ns: int) -> Any:
+    from dgml_viz.index.store import open_index as _open
+
+    return _open(path)
+
+
+def open_index(folder: Path) -> tuple[str, Any]:
+    """``(key, EmbeddingIndex)`` of an index folder (memory-mapped; cached until its manifest changes)."""
+    from dgml_viz.index.store import MANIFEST, read_manifest
+
+    read_manifest(folder)  # one-line DatasetError for a folder that is not an index
+    mtime = (folder / MANIFEST).stat().st_mtime_ns
+    return f"index:{folder}:{mtime}", _open_index(str(folder), mtime)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the embeddings into FAISS...")
+def index_searcher(index_key: str, _index: Any) -> Any:
+    """A :class:`dgml_viz.index.search.Searcher` per index (its FAISS indexes per group subset are kept)."""
+    from dgml_viz.index.search import Searcher
+
+    return Searcher(_index)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    from dgml_viz.index.store import file_sha256
+
+    return file_sha256(path)
+
+
+def index_model(index: Any) -> ModelHandle:
+    """The checkpoint that built ``index`` (SHA-256 checked), to embed queries from outside the index."""
+    from dgml_viz.errors import CheckpointError
+
+    path = Path(index.checkpoint["path"])
+    try:
+        st_ = path.stat()
+    except OSError:
+        raise CheckpointError(f"{path}: the index's checkpoint is missing") from None
+    if _sha256(str(path), st_.st_mtime_ns, st_.st_size) != index.sha256:
+        raise CheckpointError(f"{path}: sha256 does not match the checkpoint that built the index {index.root}")
+    return model_from_file(path)
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _file_image(path: str, mtime_ns: int) -> sources.SourceImage:
+    return sources.folder_image(Path(path))
+
+
+def file_image(path: Path) -> sources.SourceImage:
+    """An image file (already allowed) decoded once per mtime."""
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError as exc:
+        from dgml_viz.errors import ImageError
+
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return _file_image(str(path), mtime)
+
+
 # ----------------------------------------------------------------------------- probes
 @st.cache_resource(max_entries=32, show_spinner=False)
 def permutation_probe(model_key: str, image_key: str, seed: int, _model: Any, _x: torch.Tensor) -> dict[str, Any]:

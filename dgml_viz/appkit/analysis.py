@@ -171,6 +171,19 @@ def neighbours(query_groups: np.ndarray, index: GalleryIndex, k: int = 5,
     return out[:k]
 
 
+def index_neighbours(searcher: Any, query_groups: np.ndarray, k: int = 5, groups: Sequence[int] | None = None,
+                     exclude: int | None = None) -> list[Neighbour]:
+    """:func:`neighbours` on an on-disk index: ``searcher`` is a :class:`dgml_viz.index.search.Searcher`
+    (FAISS on the stored group embeddings; same similarity, distance and contributions convention)."""
+    res = searcher.search(np.asarray(query_groups, dtype=np.float32)[None], k=k, groups=groups,
+                          exclude=[[exclude]] if exclude is not None else None)
+    mask = np.zeros(res.group_similarity.shape[-1], dtype=np.float32)
+    mask[res.groups] = 1.0 / len(res.groups)
+    return [Neighbour(index=int(i), similarity=float(s), distance=float(np.sqrt(max(0.0, 2 - 2 * s))),
+                      contributions=gs * mask)
+            for i, s, gs in zip(res.index[0], res.similarity[0], res.group_similarity[0]) if i >= 0]
+
+
 # ----------------------------------------------------------------------------- invariance
 def random_permutation(num_positions: int, seed: int) -> Tensor:
     """A seeded random permutation of ``num_positions`` feature positions."""

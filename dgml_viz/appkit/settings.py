@@ -7,6 +7,7 @@ variable                        meaning                                         
 ``DGML_VIZ_DEFAULT_CKPT``       checkpoint selected at start                     ``demo.pt`` in that folder
 ``DGML_VIZ_ALLOWED_ROOTS``      ``os.pathsep``-separated roots for image folders  the repository root
 ``DGML_VIZ_MAX_UPLOAD_MB``      largest accepted upload                          ``200``
+``DGML_VIZ_INDEX_DIR``          an index (or a folder of indexes) for Compare    none
 ``DGML_VIZ_ALLOW_REMOTE``       ``1`` lets the app serve on a non-loopback        unset (loopback only)
                                 address (it reads local files: trust the LAN)
 ==============================  ===============================================  =========================
@@ -95,3 +96,9 @@ def serving_problem(address: str | None, allow_remote: str | None = None) -> str
     shown = repr(address) if address else "every interface (server.address unset)"
     return (f"refusing to serve on {shown}: the app reads local files, so it only listens on 127.0.0.1; "
             "start it with `dgml-viz app` (or --server.address 127.0.0.1), or set DGML_VIZ_ALLOW_REMOTE=1")
+
+
+def index_dir() -> Path | None:
+    """``DGML_VIZ_INDEX_DIR``: an index folder, or a folder of them, offered on the Compare page (None if unset)."""
+    env = os.environ.get("DGML_VIZ_INDEX_DIR")
+    return Path(env).expanduser() if env else None

@@ -10,7 +10,8 @@ Index kinds (``method``):
 * ``"flat"`` (default) — ``faiss.IndexFlatIP``, exact;
 * ``"hnsw"`` — ``faiss.IndexHNSWFlat`` (inner product; ``M=32``, ``efSearch`` 128), approximate,
   for millions of images; scores of the hits are still exact inner products;
-* ``"ivf"`` — ``faiss.IndexIVFFlat`` (``nlist ~ 4 sqrt(N)``, ``nprobe`` 16), approximate.
+* ``"ivf"`` — ``faiss.IndexIVFFlat`` (``nlist ~ sqrt(N)``, trained on ``64 nlist`` rows, ``nprobe`` 16),
+  approximate.
 
 Example:
     >>> idx = open_index("runs/test_index")                     # doctest: +SKIP
@@ -119,10 +120,10 @@ class Searcher:
             fi = faiss.IndexHNSWFlat(dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             fi.hnsw.efSearch = self.ef_search
         else:
-            nlist = max(1, min(int(4 * math.sqrt(max(n, 1))), n // 39 if n >= 39 else 1))
+            nlist = max(1, min(int(math.sqrt(max(n, 1))), n // 39 if n >= 39 else 1))
             fi = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
             rng = np.random.default_rng(0)
-            train = np.sort(rng.choice(n, size=min(n, 256 * nlist), replace=False))
+            train = np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))
             fi.train(subset_vectors(self.index.groups[train], sel))
             fi.nprobe = min(self.nprobe, nlist)
         for s in range(0, n, _ADD_ROWS):

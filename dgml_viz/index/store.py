@@ -179,6 +179,19 @@ def is_index(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
+def find_indexes(folder: str | os.PathLike[str] | None) -> list[Path]:
+    """``folder`` itself if it is an index, plus its sub-folders that are (sorted); [] for None/missing."""
+    if folder is None or not Path(folder).is_dir():
+        return []
+    folder = Path(folder)
+    found = [folder] if is_index(folder) else []
+    try:
+        found += sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and is_index(p))
+    except OSError:
+        pass
+    return found
+
+
 def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse and check ``root/manifest.json`` (DatasetError naming the file otherwise)."""
     root = Path(root)
@@ -341,5 +354,5 @@ def merge_indexes(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLi
                        errors=errors.values(), extra={"merged_from": [str(i.root) for i in opened]})
 
 
-__all__ = ["EmbeddingIndex", "Rows", "open_index", "write_index", "merge_indexes", "read_manifest", "is_index",
+__all__ = ["EmbeddingIndex", "Rows", "open_index", "write_index", "merge_indexes", "read_manifest", "is_index", "find_indexes",
            "file_sha256", "info_row", "geometry_from_info", "INFO_COLUMNS", "MANIFEST", "FORMAT_VERSION"]
