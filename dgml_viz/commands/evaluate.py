@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.index:
         return run_index(args)
     from dgml_viz.data.registry import build_dataset, dataset_spec
-    from dgml_viz.data.train_transforms import EvalTransform
+    from dgml_viz.data.transforms import EvalTransform
     from dgml_viz.errors import ConfigError
     from dgml_viz.model.checkpoint import load_checkpoint, read_checkpoint_info
     from dgml_viz.train.config import config_from_dict, load_config
@@ -97,9 +97,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_checkpoint(args.ckpt, map_location="cpu").to(device)
     data = config["data"]
     spec = dataset_spec(data["name"])
-    t = dict(model.transform)
-    extra = {"transform": EvalTransform(t["size"], t.get("resize", t["size"]), t["mean"], t["std"],
-                                        t.get("mode", "center_crop"))} if spec.takes_transform else {}
+    extra = {"transform": EvalTransform.from_dict(model.transform)} if spec.takes_transform else {}
     kwargs = dict(data.get("kwargs") or {})
     split = args.split or data["test_split"]
     query = build_dataset(data["name"], split, data.get("root"), **extra, **kwargs)
