@@ -24,3 +24,7 @@ class ConfigError(DgmlVizError):
 
 class DatasetError(DgmlVizError):
     """A dataset folder does not have the expected layout."""
+
+
+class OutputError(DgmlVizError):
+    """An output folder or file cannot be used: it is a file, not writable, or locked by another run."""
