@@ -41,7 +41,7 @@ class ModelHandle:
 
     @property
     def has_attention(self) -> bool:
-        return self.model.config.head in ("attentive", "gate")
+        return self.model.spatial_maps is not None
 
     def describe(self) -> str:
         c = self.model.config

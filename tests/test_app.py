@@ -361,7 +361,11 @@ def test_server_config_binds_locally_with_an_upload_limit() -> None:
     assert cfg["server"]["address"] == "127.0.0.1"
     assert 1 <= cfg["server"]["maxUploadSize"] <= 1024
     make = (root / "Makefile").read_text()
-    assert "streamlit run app/main.py --server.address 127.0.0.1" in make
+    assert "dgml-viz app" in make  # the launcher passes the loopback flags from any directory
+    from dgml_viz.commands.app import streamlit_command
+
+    cmd = streamlit_command("127.0.0.1", 8501)
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1" and str(APP) in cmd
 
 
 def test_corrupt_shipped_checkpoint_shows_one_line_and_falls_back(ckpts: dict[str, Path], tmp_path: Path,

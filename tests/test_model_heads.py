@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgml_viz.model import GroupOutput, create_model, list_heads
-from dgml_viz.model.heads import AttentiveHead
+from dgml_viz.model.heads import HEADS, AttentiveHead, register_head, spatial_maps
 
 
 class LoopAttentiveHead(nn.Module):
@@ -68,7 +68,7 @@ def test_gradients_match_loop() -> None:
     torch.testing.assert_close(gx, gx_ref, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("head", ["attentive", "gate"])
+@pytest.mark.parametrize("head", [h for h in list_heads() if spatial_maps(HEADS[h]) is not None])
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 8])
 def test_attention_sums_to_one(head: str, k: int) -> None:
     model = create_model("small_cnn", head=head, groups=k, dim=8 * k, width=8)
@@ -90,10 +90,12 @@ def test_output_contract(head: str) -> None:
     torch.testing.assert_close(out.embedding.norm(dim=-1), torch.ones(2))
     # the embedding is the concatenation of the normalised groups, renormalised
     torch.testing.assert_close(out.embedding, F.normalize(out.groups.flatten(1), dim=-1))
-    assert (out.attention is None) == (head not in ("attentive", "gate"))
+    # the head's declared capability says whether it exposes maps (never its name)
+    assert (out.attention is None) == (model.spatial_maps is None) == (spatial_maps(HEADS[head]) is None)
+    assert model.spatial_maps in (None, "softmax", "mask")
 
 
-@pytest.mark.parametrize("head", ["attentive", "gate", "gap", "multi_linear", "channel"])
+@pytest.mark.parametrize("head", list_heads())
 def test_permuting_positions(head: str) -> None:
     """Permuting h*w positions leaves groups unchanged and permutes attention the same way."""
     model = create_model("small_cnn", head=head, groups=3, dim=48, width=8).eval()
@@ -190,3 +192,11 @@ def test_unknown_names_are_config_errors() -> None:
         create_model("vgg_nope")
     with pytest.raises(ConfigError, match="unknown head"):
         create_model("small_cnn", head="nope")
+
+
+def test_register_head_refuses_an_unknown_capability() -> None:
+    with pytest.raises(TypeError, match="spatial_maps"):
+        @register_head("_bad_test_head")
+        class Bad(nn.Module):
+            spatial_maps = "heat"
+    assert "_bad_test_head" not in HEADS

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from dgml_viz.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from dgml_viz.model.backbones import create_backbone
 from dgml_viz.model.config import ModelConfig
-from dgml_viz.model.heads import HEADS
+from dgml_viz.model.heads import head_class, spatial_maps
 from dgml_viz.model.output import GroupOutput
 
 
@@ -35,12 +35,8 @@ class GroupingNet(nn.Module):
         self.config = config
         self.backbone, channels = create_backbone(config.backbone, pretrained=pretrained,
                                                   **config.backbone_kwargs)
-        from dgml_viz.errors import ConfigError
-
-        if config.head not in HEADS:
-            raise ConfigError(f"unknown head {config.head!r}; choose one of {', '.join(HEADS)}")
-        self.head = HEADS[config.head](channels, groups=config.groups, dim=config.dim,
-                                       reduction=config.reduction)
+        self.head = head_class(config.head)(channels, groups=config.groups, dim=config.dim,
+                                            reduction=config.reduction)
         self.feature_channels = channels
         # a backbone may declare its own eval preprocessing (timm: from its pretrained config)
         self.transform: dict[str, Any] = dict(getattr(self.backbone, "eval_transform", None) or default_transform())
@@ -51,6 +47,11 @@ class GroupingNet(nn.Module):
 
     def _backbone_norms(self) -> list[nn.Module]:
         return [m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    @property
+    def spatial_maps(self) -> str | None:
+        """What ``GroupOutput.attention`` holds for this model's head: "softmax", "mask" or None."""
+        return spatial_maps(self.head)
 
     @property
     def num_groups(self) -> int:

@@ -1,6 +1,8 @@
 """Grouping heads: ``[B, C, h, w]`` feature map -> :class:`~dgml_viz.model.output.GroupOutput`.
 
-Every head is built as ``HEADS[name](in_channels, groups, dim, reduction)``.
+Every head is built as ``HEADS[name](in_channels, groups, dim, reduction)``; heads register
+themselves with ``@register_head(name)`` and declare ``spatial_maps`` (what their
+``GroupOutput.attention`` holds), see :mod:`dgml_viz.model.heads.registry`.
 
 ==============  ==========================================================  ==========
 name            what it is                                                  attention
@@ -19,38 +21,18 @@ pooled_max_linear  average + max pool + linear with bias, K = 1             no
 """
 from __future__ import annotations
 
-from typing import Callable
+from dgml_viz.model.heads.registry import HEADS, head_class, list_heads, register_head, spatial_maps
 
-from torch import nn
+# importing the modules registers their heads (in this order: the CLI's and the app's choices)
+from dgml_viz.model.heads.attentive import AttentiveHead  # noqa: E402
+from dgml_viz.model.heads.gap import GapHead  # noqa: E402
+from dgml_viz.model.heads.multi_linear import MultiLinearHead  # noqa: E402
+from dgml_viz.model.heads.gate import GateHead  # noqa: E402
+from dgml_viz.model.heads.channel import ChannelHead  # noqa: E402
+from dgml_viz.model.heads.attentive_proj import AttentiveProjHead  # noqa: E402
+from dgml_viz.model.heads.gate_masks import GateMaskHead  # noqa: E402
+from dgml_viz.model.heads.channel_se import ChannelSEHead  # noqa: E402
+from dgml_viz.model.heads.pooled_linear import PooledLinearHead, PooledMaxLinearHead  # noqa: E402
 
-from dgml_viz.model.heads.attentive import AttentiveHead
-from dgml_viz.model.heads.attentive_proj import AttentiveProjHead
-from dgml_viz.model.heads.channel_se import ChannelSEHead
-from dgml_viz.model.heads.gate_masks import GateMaskHead
-from dgml_viz.model.heads.pooled_linear import PooledLinearHead, PooledMaxLinearHead
-from dgml_viz.model.heads.channel import ChannelHead
-from dgml_viz.model.heads.gap import GapHead
-from dgml_viz.model.heads.gate import GateHead
-from dgml_viz.model.heads.multi_linear import MultiLinearHead
-
-HEADS: dict[str, Callable[..., nn.Module]] = {
-    "attentive": AttentiveHead,
-    "gap": GapHead,
-    "multi_linear": MultiLinearHead,
-    "gate": GateHead,
-    "channel": ChannelHead,
-    "attentive_proj": AttentiveProjHead,
-    "gate_masks": GateMaskHead,
-    "channel_se": ChannelSEHead,
-    "pooled_linear": PooledLinearHead,
-    "pooled_max_linear": PooledMaxLinearHead,
-}
-
-
-def list_heads() -> list[str]:
-    """Names of the available heads."""
-    return list(HEADS)
-
-
-__all__ = ["HEADS", "list_heads", "AttentiveHead", "GapHead", "MultiLinearHead", "GateHead", "ChannelHead",
+__all__ = ["HEADS", "list_heads", "register_head", "head_class", "spatial_maps", "AttentiveHead", "GapHead", "MultiLinearHead", "GateHead", "ChannelHead",
            "AttentiveProjHead", "GateMaskHead", "ChannelSEHead", "PooledLinearHead", "PooledMaxLinearHead"]

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from dgml_viz.model.heads.registry import register_head
 from dgml_viz.model.output import GroupOutput, assemble
 
 
+@register_head("attentive")
 class AttentiveHead(nn.Module):
     """K learnable queries over a ``[B, C, h, w]`` map, all K in one batched op.
 
@@ -38,6 +41,9 @@ class AttentiveHead(nn.Module):
         >>> out.attention.sum((-2, -1)).allclose(torch.ones(2, 3))
         True
     """
+
+    #: what ``GroupOutput.attention`` holds (see :mod:`dgml_viz.model.heads.registry`)
+    spatial_maps: ClassVar[str | None] = "softmax"
 
     def __init__(self, in_channels: int, groups: int = 3, dim: int = 512, reduction: int = 8) -> None:
         super().__init__()

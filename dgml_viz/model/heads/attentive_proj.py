@@ -1,13 +1,17 @@
 """Attentive grouping with a shared projection after pooling (the reference's ``LearnQ_he``)."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
 from dgml_viz.model.heads.attentive import AttentiveHead
+from dgml_viz.model.heads.registry import register_head
 from dgml_viz.model.output import GroupOutput, assemble
 
 
+@register_head("attentive_proj")
 class AttentiveProjHead(AttentiveHead):
     """:class:`AttentiveHead` whose pooled group vectors pass one shared linear map ``P`` (d -> d).
 
@@ -21,6 +25,9 @@ class AttentiveProjHead(AttentiveHead):
         >>> head(torch.randn(2, 64, 5, 5)).groups.shape
         torch.Size([2, 3, 16])
     """
+
+    #: what ``GroupOutput.attention`` holds (see :mod:`dgml_viz.model.heads.registry`)
+    spatial_maps: ClassVar[str | None] = "softmax"
 
     def __init__(self, in_channels: int, groups: int = 3, dim: int = 512, reduction: int = 8) -> None:
         super().__init__(in_channels, groups=groups, dim=dim, reduction=reduction)

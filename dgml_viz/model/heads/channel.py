@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from dgml_viz.model.heads.registry import register_head
 from dgml_viz.model.output import GroupOutput, assemble
 
 
+@register_head("channel")
 class ChannelHead(nn.Module):
     """Each group re-weights channels with its own SE block, then projects.
 
@@ -18,6 +21,9 @@ class ChannelHead(nn.Module):
 
     Shapes: ``[B, C, h, w] -> GroupOutput([B, K*d], [B, K, d], None)``.
     """
+
+    #: what ``GroupOutput.attention`` holds (see :mod:`dgml_viz.model.heads.registry`)
+    spatial_maps: ClassVar[str | None] = None
 
     def __init__(self, in_channels: int, groups: int = 3, dim: int = 512, reduction: int = 8) -> None:
         super().__init__()

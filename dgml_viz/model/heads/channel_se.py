@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from dgml_viz.model.heads.registry import register_head
 from dgml_viz.model.output import GroupOutput, assemble
 
 
+@register_head("channel_se")
 class ChannelSEHead(nn.Module):
     """Each group re-weights channels with its own bias-free SE block; one shared linear projects.
 
@@ -20,6 +23,9 @@ class ChannelSEHead(nn.Module):
 
     Shapes: ``[B, C, h, w] -> GroupOutput([B, K*d], [B, K, d], None)``.
     """
+
+    #: what ``GroupOutput.attention`` holds (see :mod:`dgml_viz.model.heads.registry`)
+    spatial_maps: ClassVar[str | None] = None
 
     def __init__(self, in_channels: int, groups: int = 3, dim: int = 512, reduction: int = 5) -> None:
         super().__init__()

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from dgml_viz.model.heads.registry import register_head
 from dgml_viz.model.output import GroupOutput, assemble
 
 
+@register_head("gate")
 class GateHead(nn.Module):
     """Per-group sigmoid masks ``m_g = sigmoid(w_g^T X + b_g)`` gate the map before pooling.
 
@@ -18,6 +21,9 @@ class GateHead(nn.Module):
 
     Shapes: ``[B, C, h, w] -> GroupOutput([B, K*d], [B, K, d], [B, K, h, w])``.
     """
+
+    #: what ``GroupOutput.attention`` holds (see :mod:`dgml_viz.model.heads.registry`)
+    spatial_maps: ClassVar[str | None] = "mask"
 
     def __init__(self, in_channels: int, groups: int = 3, dim: int = 512, reduction: int = 8) -> None:
         super().__init__()

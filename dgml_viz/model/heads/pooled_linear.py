@@ -1,11 +1,15 @@
 """Plain embedding network head: global pooling + linear with bias (K = 1)."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor, nn
 
+from dgml_viz.model.heads.registry import register_head
 from dgml_viz.model.output import GroupOutput, assemble
 
 
+@register_head("pooled_linear")
 class PooledLinearHead(nn.Module):
     """``f = W pool(X) + b``; ``pool`` is the global average, plus the global max when ``add_max``.
 
@@ -15,6 +19,9 @@ class PooledLinearHead(nn.Module):
 
     Shapes: ``[B, C, h, w] -> GroupOutput([B, dim], [B, 1, dim], None)``.
     """
+
+    #: what ``GroupOutput.attention`` holds (see :mod:`dgml_viz.model.heads.registry`)
+    spatial_maps: ClassVar[str | None] = None
 
     add_max = False
 
@@ -31,7 +38,11 @@ class PooledLinearHead(nn.Module):
         return assemble(self.fc(pooled).unsqueeze(1))
 
 
+@register_head("pooled_max_linear")
 class PooledMaxLinearHead(PooledLinearHead):
     """:class:`PooledLinearHead` on average + max pooled features."""
+
+    #: what ``GroupOutput.attention`` holds (see :mod:`dgml_viz.model.heads.registry`)
+    spatial_maps: ClassVar[str | None] = None
 
     add_max = True
