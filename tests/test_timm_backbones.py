@@ -265,3 +265,22 @@ def test_cub200_vit_recipe_trains_a_tiny_vit(tmp_path: Path) -> None:
     res = train(cfg, tmp_path / "run")
     assert res["steps"] == 2 and math.isfinite(res["history"][-1]["loss"])
     assert load_checkpoint(res["last_ckpt"]).config.backbone_kwargs == VIT_TINY
+
+
+def test_app_pages_on_a_tiny_vit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every app page renders a ViT checkpoint; the Invariance page says what holds for it."""
+    from streamlit.testing.v1 import AppTest
+
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    save_checkpoint(_model("timm:vit_small_patch16_224"), folder / "vit.pt")
+    (tmp_path / "allowed").mkdir()
+    monkeypatch.setenv("DGML_VIZ_CHECKPOINT_DIR", str(folder))
+    monkeypatch.setenv("DGML_VIZ_DEFAULT_CKPT", str(folder / "vit.pt"))
+    monkeypatch.setenv("DGML_VIZ_ALLOWED_ROOTS", str(tmp_path / "allowed"))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "main.py"), default_timeout=120)
+    at.run()
+    for page in ("groups", "compare", "invariance", "attributions"):
+        at.switch_page(f"pages_impl/{page}.py").run()
+        assert not at.exception and not at.error, page
+    assert any("position embeddings" in c.value for c in at.switch_page("pages_impl/invariance.py").run().caption)
