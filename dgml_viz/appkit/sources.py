@@ -48,6 +48,10 @@ class SourceImage:
     demo_index: int | None = None
 
 
+#: registry name of the dataset the held-out demo images come from (:func:`demo_dataset`)
+DEMO_DATASET = "synthetic"
+
+
 def demo_dataset(image_size: int, num_per_class: int = 4, seed: int = 0) -> Any:
     """The demo benchmark's held-out split (32 unseen classes) at ``image_size``."""
     from dgml_viz.data import SyntheticParts
@@ -63,7 +67,7 @@ def demo_spec(transform: dict[str, Any], meta: dict[str, Any] | None = None) -> 
     size clamped to 32..256, seed 0.
     """
     data = ((meta or {}).get("recipe") or {}).get("data") or {}
-    if isinstance(data, dict) and data.get("name") == "synthetic":
+    if isinstance(data, dict) and data.get("name") == DEMO_DATASET:
         kwargs = data.get("kwargs") or {}
         try:
             return int(kwargs.get("image_size", transform["size"])), int(kwargs.get("seed", 0))

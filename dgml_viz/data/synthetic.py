@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -281,6 +282,16 @@ class SyntheticParts(Dataset):
 
     def __len__(self) -> int:
         return len(self.classes) * self.samples_per_class
+
+    @staticmethod
+    def kwargs_for_model(input_size: int, num_images: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Constructor arguments to analyse a model whose input is ``input_size`` px on at least
+        ``num_images`` held-out items: images rendered at the model's size (the dataset owns its
+        transform) and enough items per class (``kwargs`` given by a recipe are kept otherwise)."""
+        out = dict(kwargs)
+        out["image_size"] = int(input_size)
+        out.setdefault("samples_per_class", max(1, math.ceil(num_images / len(class_attributes("test")))))
+        return out
 
     def scene(self, index: int) -> Scene:
         """The un-normalised :class:`Scene` of item ``index`` (float RGB, before quantisation)."""

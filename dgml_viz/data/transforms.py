@@ -30,7 +30,6 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from dgml_viz.errors import ConfigError
 
 MODES = ("center_crop", "full")
 #: ImageNet normalisation statistics (the one definition; recipes and checkpoints default to it)
