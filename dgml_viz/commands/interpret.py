@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -116,15 +115,13 @@ def build_data(args: argparse.Namespace, model: Any) -> tuple[Any, str]:
     spec = dataset_spec(ds_name)
     if spec.takes_transform:
         kwargs["transform"] = _eval_transform(model)
-    elif ds_name == "synthetic":
-        # the dataset renders at a size of its own: use the one the model was trained for, and
-        # enough images per class for --num-images (items are class-major; 32 test classes)
+    elif hasattr(spec.load(), "kwargs_for_model"):
+        # a dataset that renders its own images (it owns its transform) says how to match the model
         size = int(model.transform["size"])
         if kwargs.get("image_size", size) != size:
-            logger.info("synthetic images at %d px (the model's transform), not the recipe's %s px",
-                        size, kwargs["image_size"])
-        kwargs["image_size"] = size
-        kwargs.setdefault("samples_per_class", max(1, math.ceil(args.num_images / 32)))
+            logger.info("%s images at %d px (the model's transform), not the recipe's %s px",
+                        ds_name, size, kwargs["image_size"])
+        kwargs = spec.load().kwargs_for_model(size, args.num_images, kwargs)
     return build_dataset(ds_name, split, root=root, **kwargs), f"{ds_name}:{split}"
 
 
