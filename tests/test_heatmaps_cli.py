@@ -109,7 +109,7 @@ def test_mixed_folder(tmp_path: Path, ckpt: Path, deny_locked: None, caplog: pyt
         assert np.allclose(z["attention"].sum((1, 2)), 1, atol=1e-4)
         assert np.isclose(np.linalg.norm(z["embedding"]), 1, atol=1e-4)
         assert json.loads(str(z["geometry"]))["original"] == list(sizes[rel])
-    assert not list(out.rglob(".*"))  # no temp files left behind
+    assert [p.name for p in out.rglob(".*")] == [".dgml-viz.lock"]  # the lock stays; no temp files left behind
     page = (out / "index.html").read_text()
     assert all(rel in page for rel in GOOD) and "5 failed" in page
 
@@ -137,11 +137,9 @@ def test_resume_redoes_nothing(tmp_path: Path, ckpt: Path, monkeypatch: pytest.M
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name not in ("manifest.jsonl", "index.html"))
     before = {p: p.stat().st_mtime_ns for p in files}
     manifest_before = _manifest(out)
-    import dgml_viz.inference as inf
-
     calls: list[object] = []
-    real = inf.prepare_image
-    monkeypatch.setattr(inf, "prepare_image", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = images_mod.load_image_reduced
+    monkeypatch.setattr(images_mod, "load_image_reduced", lambda *a, **k: calls.append(a) or real(*a, **k))
     assert main(args + ["--resume"]) == 0
     assert calls == []  # nothing decoded, nothing rendered
     assert {p: p.stat().st_mtime_ns for p in files} == before

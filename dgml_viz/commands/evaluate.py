@@ -71,6 +71,10 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dgml_viz.utils.outdir import ensure_output_file
+
+    if args.out:
+        ensure_output_file(args.out)  # before any work: a bad --out is one line, not a traceback at the end
     if args.index:
         return run_index(args)
     from dgml_viz.data.registry import build_dataset, dataset_spec

@@ -10,6 +10,10 @@ Images are files, folders (expanded to their images) or ``skimage:<name>`` (scik
 astronaut, chelsea, coffee, rocket, ...). Options can come from a YAML file
 (``--config``; keys are the long option names with ``_``, ``images`` a list);
 command-line values win. Output is deterministic: same inputs, same bytes.
+
+``--out`` is checked before any work and locked while the figures are written (a second run into the
+same folder waits, ``--lock-timeout``); image names and captions in the figures are drawn literally
+(``$`` never starts matplotlib mathtext).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from dgml_viz.errors import ConfigError, DgmlVizError
+from dgml_viz.utils.outdir import add_lock_timeout_argument
 
 HELP = "paper figure galleries (PDF/SVG/PNG + LaTeX) of group attention"
 logger = logging.getLogger(__name__)
@@ -63,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topk", type=int, default=None, help="neighbours in the retrieval figure (default 4)")
     parser.add_argument("--device", default=None, help="torch device (default cpu)")
     parser.add_argument("--max-pixels", type=int, default=None, help="decompression-bomb limit (pixels)")
+    add_lock_timeout_argument(parser)
 
 
 def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -194,8 +200,8 @@ def run(args: argparse.Namespace) -> int:
 
     from dgml_viz.commands.heatmaps import parse_groups
     from dgml_viz.model.checkpoint import load_checkpoint
-    from dgml_viz.render.composite import group_colors
-    from dgml_viz.render.figures import FORMATS, grid_figure, paper_width
+    from dgml_viz.render.figures import FORMATS, paper_width
+    from dgml_viz.utils.outdir import ensure_output_dir, output_lock
 
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # PDF font subsetting chatter
     opts = resolve_options(args)
@@ -209,10 +215,19 @@ def run(args: argparse.Namespace) -> int:
     dpi = int(opts["dpi"])
     if not 50 <= dpi <= 1200:
         raise ConfigError(f"--dpi {dpi}: use 50..1200")
+    out = ensure_output_dir(opts["out"], create=False)  # before any work: a bad --out is one line, not a traceback
+    # a bad checkpoint fails before the folder is created or locked
     model = load_checkpoint(args.ckpt).to(torch.device(opts["device"] or "cpu")).eval()
     groups = parse_groups(opts["groups"], model.num_groups)
-    out = Path(opts["out"])
-    out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out, getattr(args, "lock_timeout", -1)):
+        return _run_locked(args, opts, out, formats, width_in, dpi, model, groups)
+
+
+def _run_locked(args: argparse.Namespace, opts: dict[str, Any], out: Path, formats: list[str], width_in: float,
+                dpi: int, model: Any, groups: list[int]) -> int:
+    from dgml_viz.render.composite import group_colors
+    from dgml_viz.render.figures import grid_figure
+
     double = width_in >= 5
     colorbar = opts["cmap"] if opts["colorbar"] else None
     legend = [(f"group {g + 1}", c) for g, c in enumerate(group_colors(model.num_groups))] \

@@ -15,6 +15,18 @@ exit code is 0 when every image succeeded and 2 otherwise.
 ``--resume`` skips images the manifest lists as done whose outputs exist;
 ``--shard i/N`` keeps the images whose relative-path hash is ``i`` mod ``N``
 (stable when files are added; shards write ``manifest.<i>-of-<N>.jsonl``).
+
+Output folder safety (:mod:`dgml_viz.utils.outdir`): ``--out`` is checked before any work (a file, a
+path under a file or a folder that cannot be written is one line, exit 2). A run holds the lock
+``<out>/.dgml-viz.lock`` (shards: ``.dgml-viz.<i>-of-<N>.lock``, so shards still run side by side); a
+second run into the same folder waits for it (``--lock-timeout`` seconds; 0 refuses at once). The
+manifest is only ever appended to and compacted under the lock, keeping the records of earlier runs
+with other inputs, so no record is lost. Temp files a killed run left are removed by the next run.
+
+Memory budget: images larger than ``--max-render-pixels`` (default 4096 x 4096) are rendered at that
+area (aspect kept) and decoded shrunk by an integer factor right away (JPEG inside the decoder), so a
+12000 x 12000 image needs ~1 GB instead of ~10 GB; maps, manifest and geometry still refer to the
+file's true size. ``--max-render-pixels 0`` renders at full size.
 """
 from __future__ import annotations
 
@@ -36,7 +48,8 @@ import numpy as np
 
 from dgml_viz.data.images import is_image_file
 from dgml_viz.errors import ConfigError, DgmlVizError, ImageError
-from dgml_viz.render.panels import RenderOptions, render_panels
+from dgml_viz.utils.outdir import add_lock_timeout_argument
+from dgml_viz.render.panels import DEFAULT_MAX_RENDER_PIXELS, RenderOptions, render_panels
 
 HELP = "batch attention overlays (one per group + composite) for a folder of images"
 logger = logging.getLogger(__name__)
@@ -72,8 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-composite", action="store_true", help="skip the dominant-group composite")
     parser.add_argument("--max-pixels", type=int, default=None,
                         help="decompression-bomb guard: refuse larger images (default $DGML_VIZ_MAX_PIXELS or ~179M)")
+    parser.add_argument("--max-render-pixels", type=int, default=DEFAULT_MAX_RENDER_PIXELS, metavar="N",
+                        help="memory budget: images with more pixels are decoded shrunk and rendered at N pixels "
+                             f"(aspect kept; default {DEFAULT_MAX_RENDER_PIXELS} = 4096x4096, ~1 GB peak; "
+                             "0 = always full size)")
     parser.add_argument("--resume", action="store_true", help="skip images already done (manifest + outputs)")
     parser.add_argument("--shard", default=None, metavar="I/N", help="process only shard I of N (0 <= I < N)")
+    add_lock_timeout_argument(parser)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -214,18 +232,31 @@ def is_done(rec: dict[str, Any] | None, folder: Path, names: Sequence[str]) -> b
 
 
 # --------------------------------------------------------------------------- work items
-def _decode(src: Source, transform: dict[str, Any], max_pixels: int | None,
-            max_side: int | None) -> tuple[Any, Any, np.ndarray]:
-    """Decode + eval transform; with ``max_side`` the original is shrunk to the render size right away
-    (less memory in flight, less work per panel)."""
+def _decode(src: Source, transform: dict[str, Any], max_pixels: int | None, max_side: int | None,
+            max_render_pixels: int | None = None) -> tuple[Any, Any, np.ndarray]:
+    """Decode + eval transform -> ``(tensor [3, S, S], Geometry of the true image, image at render size)``.
+
+    An image over ``max_render_pixels`` is decoded shrunk by an integer factor (still at least that many
+    pixels, so at least the render size); the model sees those pixels through the true image's geometry
+    (exactly :func:`~dgml_viz.data.transforms.eval_transform` when nothing was shrunk). With ``max_side``
+    or the budget the image is brought to the render size right away (less memory in flight, less work
+    per panel)."""
+    import dataclasses
+
     import cv2
 
-    from dgml_viz.inference import prepare_image
+    from dgml_viz.data import images
+    from dgml_viz.data.transforms import check_transform, compute_geometry, normalise, resize_and_crop
     from dgml_viz.render.panels import output_size
 
-    tensor, geometry, image = prepare_image(src.path, transform, max_pixels=max_pixels)
-    size = output_size(geometry.original, max_side)
-    if size != geometry.original:
+    t = check_transform(transform)
+    image, original = images.load_image_reduced(src.path, max_pixels, target_pixels=max_render_pixels or None)
+    geometry = compute_geometry(original[0], original[1], t)
+    have = (image.shape[1], image.shape[0])
+    seen = geometry if have == original else dataclasses.replace(geometry, original=have)
+    tensor = normalise(resize_and_crop(image, seen), t["mean"], t["std"])
+    size = output_size(original, max_side, max_render_pixels)
+    if size != have:
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     return tensor, geometry, image
 
@@ -287,7 +318,8 @@ def process(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequenc
                 src = next(todo, None)
                 if src is None:
                     return
-                decoding.append((src, dpool.submit(_decode, src, transform, max_pixels, options.max_side)))
+                decoding.append((src, dpool.submit(_decode, src, transform, max_pixels, options.max_side,
+                                                   options.max_pixels)))
 
         def drain(limit: int) -> Iterator[dict[str, Any]]:
             while len(rendering) > limit or (rendering and rendering[0].done()):
@@ -347,35 +379,48 @@ def write_index(out: Path, records: Sequence[dict[str, Any]], title: str, name: 
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
-
-    from dgml_viz.model.checkpoint import load_checkpoint
     from dgml_viz.render.heatmap import colormap_lut
-    from dgml_viz.utils.atomic import atomic_write_text
+    from dgml_viz.utils.outdir import ensure_output_dir, output_lock
 
     if not 0.0 <= args.alpha <= 1.0:
         raise ConfigError(f"--alpha must be in [0, 1], got {args.alpha}")
     if args.contour is not None and not 0.0 < args.contour <= 1.0:
         raise ConfigError(f"--contour must be in (0, 1], got {args.contour}")
+    if args.max_render_pixels is not None and args.max_render_pixels < 0:
+        raise ConfigError(f"--max-render-pixels must be >= 0 (0: no cap), got {args.max_render_pixels}")
     try:
         colormap_lut(args.cmap)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     shard = parse_shard(args.shard)
-    out = Path(args.out)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        torch_device = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"--device {device!r}: {exc}") from None
+    out = ensure_output_dir(args.out, create=False)  # before any work: a bad --out is one line, not a traceback
+    model, device = _load_model(args)  # a bad checkpoint fails before the folder is created or locked
+    with output_lock(out, args.lock_timeout, tag=None if shard is None else f"{shard[0]}-of-{shard[1]}"):
+        return _run_locked(args, out, shard, model, device)
+
+
+def _load_model(args: argparse.Namespace) -> tuple[Any, Any]:
+    from dgml_viz.model.checkpoint import load_checkpoint
+    from dgml_viz.validation import check_device
+
+    torch_device = check_device(args.device, "--device")  # auto (None): CUDA when available, else CPU
     model = load_checkpoint(args.ckpt).to(torch_device).eval()
-    if model.config.head not in ("attentive", "gate"):
+    if model.spatial_maps is None:
         raise ConfigError(f"{args.ckpt}: head {model.config.head!r} has no spatial maps; "
-                          "heatmaps need an attentive or gate head")
+                          "heatmaps need a head that exposes them (e.g. attentive or gate)")
+    return model, torch_device
+
+
+def _run_locked(args: argparse.Namespace, out: Path, shard: tuple[int, int] | None, model: Any,
+                device: Any) -> int:
+    from tqdm import tqdm
+
+    from dgml_viz.utils.atomic import atomic_write_text
+
     groups = parse_groups(args.groups, model.num_groups)
     options = RenderOptions(norm=args.norm, cmap=args.cmap, alpha=args.alpha, interpolation=args.interp,
-                            contour=args.contour, composite=not args.no_composite, max_side=args.size)
+                            contour=args.contour, composite=not args.no_composite, max_side=args.size,
+                            max_pixels=args.max_render_pixels or None)
     names = output_names(groups, args.format, options.composite)
 
     sources = collect_sources(args.images, exclude=out)
@@ -389,18 +434,17 @@ def run(args: argparse.Namespace) -> int:
         todo = [s for s in sources if not is_done(previous.get(s.rel), image_dir(out, s.rel), names)]
         stats.skipped = len(sources) - len(todo)
     else:
-        todo, previous = list(sources), {}
+        todo = list(sources)
     logger.info("%d images (%s), %d to do, %d already done; device %s, batch %d, %d workers",
                 len(sources), f"shard {shard[0]}/{shard[1]} of {total}" if shard else "all", len(todo),
                 stats.skipped, device, args.batch_size, args.workers)
-    out.mkdir(parents=True, exist_ok=True)
-    records = dict(previous) if args.resume else {}
     t0 = time.perf_counter()
-    with open(manifest_path, "a" if args.resume else "w", encoding="utf-8") as log, \
+    # append only (never truncate): the records of earlier runs into this folder, other inputs included,
+    # stay; a later line for the same image wins (read_manifest)
+    with open(manifest_path, "a", encoding="utf-8") as log, \
             tqdm(total=len(todo), unit="img", disable=None, desc="heatmaps") as bar:
         for rec in process(model, todo, out, groups=groups, fmt=args.format, options=options,
                            batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels):
-            records[rec["path"]] = rec
             log.write(json.dumps(rec) + "\n")
             log.flush()
             if rec["status"] == "ok":
@@ -410,17 +454,19 @@ def run(args: argparse.Namespace) -> int:
                 logger.error("%s", rec["error"])
             bar.update(1)
     stats.seconds = time.perf_counter() - t0
-    # compact: one line per image of this run's selection, sorted (atomic rename over the append log)
-    keep = {s.rel for s in sources}
-    final = [records[r] for r in sorted(records) if r in keep]
+    # compact under the lock: one line per image, sorted — every image the folder has a record of,
+    # not only this run's selection (atomic rename over the append log)
+    records = read_manifest(manifest_path)
+    final = [records[r] for r in sorted(records)]
     atomic_write_text(manifest_path, "".join(json.dumps(r) + "\n" for r in final))
     index = write_index(out, final, f"dgml-viz heatmaps: {args.ckpt}",
                         "index.html" if shard is None else f"index.{shard[0]}-of-{shard[1]}.html")
-    failed_total = sum(r.get("status") != "ok" for r in final)
+    keep = {s.rel for s in sources}
+    failed_total = sum(r.get("status") != "ok" for r in final if r["path"] in keep)
     rate = (stats.ok + stats.failed) / stats.seconds if stats.seconds > 0 else 0.0
     logger.info("done: %d ok, %d failed, %d skipped (resume) in %.1fs (%.1f img/s); manifest %s%s",
                 stats.ok, stats.failed, stats.skipped, stats.seconds, rate, manifest_path,
                 f", contact sheet {index}")
     if failed_total:
-        logger.warning("%d of %d images failed (see %s)", failed_total, len(final), manifest_path)
+        logger.warning("%d of %d images failed (see %s)", failed_total, len(keep), manifest_path)
     return 2 if failed_total else 0

@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     from dgml_viz.report.writer import assemble_report, write_report
     from dgml_viz.utils.outdir import ensure_output_dir
 
-    ensure_output_dir(args.out)  # before any work: a bad --out is one line, not a traceback at the end
+    ensure_output_dir(args.out, create=False)  # before any work: a bad --out is one line, not a late traceback
 
     for flag in ("num_images", "steps", "ig_steps", "bootstrap", "batch_size"):
         if getattr(args, flag) < 1:

@@ -14,6 +14,12 @@ environment variable, else :data:`DEFAULT_MAX_PIXELS` (Pillow's own default,
 about 179 megapixels). The check reads only the header, so a bomb is refused
 before any pixel is decoded.
 
+:func:`load_image_reduced` is the memory-bounded variant for rendering: an image
+with more pixels than ``target_pixels`` is decoded at an integer fraction of its
+size that still has at least ``target_pixels`` (JPEG: scaled in the DCT decoder,
+``Image.draft``; other formats: ``Image.reduce`` right after decoding, before any
+RGB copy), and the true, EXIF-corrected size is returned with it.
+
 Example:
     >>> img = load_image("photo.jpg")          # doctest: +SKIP
     >>> img.dtype, img.shape[2]
@@ -87,8 +93,35 @@ def load_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> n
     return decode_image(read_bytes(path), name=str(path), max_pixels=max_pixels)
 
 
+def load_image_reduced(path: str | os.PathLike[str], max_pixels: int | None = None,
+                       target_pixels: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode ``path`` to ``uint8 [h, w, 3]`` RGB, shrunk by an integer factor when it has more than
+    ``target_pixels`` pixels (``h * w`` stays ``>= target_pixels``); also returns the image's true
+    ``(W, H)`` as a viewer shows it. ``target_pixels=None`` decodes in full (same as :func:`load_image`).
+
+    Raises:
+        ImageError: one line naming ``path`` and the problem.
+    """
+    return _decode(read_bytes(path), str(path), max_pixels, target_pixels)
+
+
+def _reduction(w: int, h: int, target_pixels: int | None) -> int:
+    """The largest integer factor ``f`` with ``(w // f) * (h // f) >= target_pixels`` (1 when none is needed)."""
+    if not target_pixels or target_pixels <= 0 or w * h <= target_pixels:
+        return 1
+    f = max(1, int((w * h / target_pixels) ** 0.5))
+    while f > 1 and (w // f) * (h // f) < target_pixels:
+        f -= 1
+    return f
+
+
 def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = None) -> np.ndarray:
     """Decode encoded image bytes to ``uint8 [H, W, 3]`` RGB; ``name`` appears in errors."""
+    return _decode(data, name, max_pixels, None)[0]
+
+
+def _decode(data: bytes, name: str, max_pixels: int | None,
+            target_pixels: int | None) -> tuple[np.ndarray, tuple[int, int]]:
     if len(data) == 0:
         raise ImageError(f"{name}: file is empty (0 bytes)")
     limit = resolve_max_pixels(max_pixels)
@@ -100,7 +133,17 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = No
                 f"{name}: image too large ({w}x{h} = {w * h} pixels > limit {limit}; "
                 f"possible decompression bomb - raise the limit with --max-pixels or {MAX_PIXELS_ENV})"
             )
+        swap = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that turn the image
+        factor = _reduction(w, h, target_pixels)
+        if factor > 1 and img.format == "JPEG":
+            img.draft(img.mode, (-(-w // factor), -(-h // factor)))  # DCT scaling: 1/2, 1/4 or 1/8
         img.load()
+        factor = _reduction(img.size[0], img.size[1], target_pixels)
+        if factor > 1:
+            try:
+                img = img.reduce(factor)
+            except ValueError:  # a mode reduce() does not take (palette, 1-bit, 16-bit): convert first
+                img = Image.fromarray(to_rgb_uint8(img)).reduce(factor)
         img = ImageOps.exif_transpose(img) or img
     except ImageError:
         raise
@@ -114,7 +157,7 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = No
         raise ImageError(f"{name}: {kind} image data ({msg})") from None
     except MemoryError:
         raise ImageError(f"{name}: out of memory while decoding") from None
-    return to_rgb_uint8(img)
+    return to_rgb_uint8(img), ((h, w) if swap else (w, h))
 
 
 def to_rgb_uint8(img: Image.Image) -> np.ndarray:
@@ -153,5 +196,6 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-__all__ = ["load_image", "decode_image", "read_bytes", "to_rgb_uint8", "resolve_max_pixels", "is_image_file",
+__all__ = ["load_image", "load_image_reduced", "decode_image", "read_bytes", "to_rgb_uint8", "resolve_max_pixels",
+           "is_image_file",
            "DEFAULT_MAX_PIXELS", "MAX_PIXELS_ENV", "IMAGE_SUFFIXES"]

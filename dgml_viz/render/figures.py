@@ -25,6 +25,8 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
+from dgml_viz.render.text import mathtext_escape
+
 #: paper column widths in inches
 PAPER_WIDTHS: dict[str, float] = {"single": 3.25, "double": 6.75}
 #: matplotlib ``metadata=`` per format that removes dates and version strings
@@ -150,26 +152,27 @@ def grid_figure(
                 ax.set_ylim(shown.shape[0] - 0.5, -0.5)
                 ax.set_anchor("C")
                 if r.titles and c < len(r.titles) and r.titles[c]:
-                    ax.text(0.5, -0.02, r.titles[c], transform=ax.transAxes, ha="center", va="top",
+                    ax.text(0.5, -0.02, mathtext_escape(r.titles[c]), transform=ax.transAxes, ha="center", va="top",
                             fontsize=mpl.rcParams["font.size"] - 1)
                 if c == 0 and r.label:
-                    ax.text(-0.04, 0.5, r.label, transform=ax.transAxes, ha="right", va="center",
+                    ax.text(-0.04, 0.5, mathtext_escape(r.label), transform=ax.transAxes, ha="right", va="center",
                             rotation=90)
             y -= sub_h + gap
         if column_titles:
             top = fig_h - title_h
             for c, title in enumerate(column_titles):
                 x = label_w + c * (cell_w + gap) + cell_w / 2
-                fig.text(x / fig_w, (top + 0.25 * title_h) / fig_h, title, ha="center", va="bottom")
+                fig.text(x / fig_w, (top + 0.25 * title_h) / fig_h, mathtext_escape(title), ha="center",
+                         va="bottom")
         if colorbar:
             grid_top, grid_bottom = fig_h - title_h, legend_h + 0.02
             cax = fig.add_axes(((fig_w - bar_w + 0.08) / fig_w, grid_bottom / fig_h,
                                 0.09 / fig_w, (grid_top - grid_bottom) / fig_h))
             cb = ColorbarBase(cax, cmap=mpl.colormaps[colorbar], norm=Normalize(0.0, 1.0))
-            cb.set_label(colorbar_label)
+            cb.set_label(mathtext_escape(colorbar_label))
             cb.outline.set_linewidth(0.5)
         if legend:
-            handles = [Patch(facecolor=np.asarray(rgb, float) / 255.0, edgecolor="none", label=name)
+            handles = [Patch(facecolor=np.asarray(rgb, float) / 255.0, edgecolor="none", label=mathtext_escape(name))
                        for name, rgb in legend]
             fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False,
                        bbox_to_anchor=(0.5 * (fig_w - bar_w) / fig_w, 0.0), handlelength=1.0,

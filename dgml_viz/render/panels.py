@@ -36,14 +36,25 @@ class RenderOptions:
     invalid: str = "hatch"
     composite: bool = True
     max_side: int | None = None  # render at most this many pixels on the long side
+    max_pixels: int | None = None  # memory budget: render at most this many pixels (w * h); None/0: no cap
 
 
-def output_size(original: tuple[int, int], max_side: int | None) -> tuple[int, int]:
-    """``(width, height)`` to render at: the original, shrunk so its long side is ``<= max_side``."""
+#: the CLI's default render budget (4096 x 4096 pixels): rendering costs ~70 bytes per output pixel
+#: (K float maps in three normalisations + overlays), so a 12000 x 12000 image would need ~10 GB uncapped
+DEFAULT_MAX_RENDER_PIXELS: int = 4096 * 4096
+
+
+def output_size(original: tuple[int, int], max_side: int | None,
+                max_pixels: int | None = None) -> tuple[int, int]:
+    """``(width, height)`` to render at: the original, shrunk (aspect kept) so that its long side is
+    ``<= max_side`` and its area ``<= max_pixels`` (either ``None``/0: no such limit)."""
     w, h = original
-    if not max_side or max(w, h) <= max_side:
+    f = max_side / max(w, h) if max_side and max(w, h) > max_side else 1.0
+    if max_pixels and w * h * f * f > max_pixels:  # the area cap binds: round down to stay under it
+        f = (max_pixels / (w * h)) ** 0.5
+        return max(1, int(w * f)), max(1, int(h * f))
+    if f >= 1.0:
         return w, h
-    f = max_side / max(w, h)
     return max(1, int(round(w * f))), max(1, int(round(h * f)))
 
 
@@ -58,7 +69,7 @@ def render_panels(
 
     Args:
         image: original ``uint8 [H, W, 3]`` RGB (the size ``geometry.original`` refers to), or already
-            shrunk to the render size ``output_size(geometry.original, options.max_side)``.
+            shrunk to the render size ``output_size(geometry.original, options.max_side, options.max_pixels)``.
         maps: raw attention ``[K, h, w]`` on the model grid.
         geometry: the image's eval :class:`Geometry`.
         groups: group indices to draw (default all).
@@ -69,7 +80,7 @@ def render_panels(
     groups = list(range(k)) if groups is None else [int(g) for g in groups]
     if any(g < 0 or g >= k for g in groups):
         raise ValueError(f"groups {groups} out of range for K={k}")
-    size = output_size(geometry.original, options.max_side)
+    size = output_size(geometry.original, options.max_side, options.max_pixels)
     have = (image.shape[1], image.shape[0])
     if have not in (size, tuple(geometry.original)):
         raise ValueError(f"image is {have[0]}x{have[1]}, expected the original {geometry.original} or {size}")
@@ -96,4 +107,4 @@ def render_panels(
     return out
 
 
-__all__ = ["RenderOptions", "render_panels", "output_size"]
+__all__ = ["RenderOptions", "render_panels", "output_size", "DEFAULT_MAX_RENDER_PIXELS"]

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from dgml_viz.render.text import mathtext_escape as _lit
 from dgml_viz.report.analysis import METHODS
 
 DPI = 110
@@ -36,7 +37,7 @@ def _ci_bars(ax: Any, labels: list[str], cis: list[dict[str, Any]], color: str =
     hi = np.array([c.get("high", c["estimate"]) for c in cis], dtype=float)
     x = np.arange(len(labels))
     ax.bar(x, est, color=color, yerr=np.nan_to_num(np.stack([est - lo, hi - est])), capsize=3)
-    ax.set_xticks(x, labels, rotation=30 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center")
+    ax.set_xticks(x, [_lit(v) for v in labels], rotation=30 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center")
 
 
 def _matrix(ax: Any, m: list[list[float]], title: str, xlabels: list[str] | None = None,
@@ -45,10 +46,10 @@ def _matrix(ax: Any, m: list[list[float]], title: str, xlabels: list[str] | None
     im = ax.imshow(a, vmin=vmin, vmax=vmax, cmap="viridis")
     for (i, j), v in np.ndenumerate(a):
         ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < (vmin + vmax) / 2 else "k", fontsize=8)
-    ax.set_title(title, fontsize=9)
-    ax.set_xticks(range(a.shape[1]), xlabels or [f"g{i}" for i in range(a.shape[1])], fontsize=7,
+    ax.set_title(_lit(title), fontsize=9)
+    ax.set_xticks(range(a.shape[1]), [_lit(v) for v in xlabels or [f"g{i}" for i in range(a.shape[1])]], fontsize=7,
                   rotation=45 if xlabels and max(map(len, xlabels)) > 3 else 0)
-    ax.set_yticks(range(a.shape[0]), ylabels or [f"g{i}" for i in range(a.shape[0])], fontsize=7)
+    ax.set_yticks(range(a.shape[0]), [_lit(v) for v in ylabels or [f"g{i}" for i in range(a.shape[0])]], fontsize=7)
     ax.figure.colorbar(im, ax=ax, fraction=0.046)
 
 
@@ -121,8 +122,8 @@ def faithfulness_figure(models: dict[str, dict[str, Any]]) -> bytes:
             for m, v in f["methods"].items():
                 colour = f"C{METHODS.index(m)}" if m in METHODS else "k"
                 ax.plot(fr, v[f"{kind}_curve"], marker="o", ms=3, color=colour, ls="--" if m == "random" else "-",
-                        label=f"{m} (AUC {v[f'{kind}_auc']['estimate']:.3f})")
-            ax.set_title(f"{name}: {kind} ({f['baseline']} baseline)", fontsize=9)
+                        label=_lit(f"{m} (AUC {v[f'{kind}_auc']['estimate']:.3f})"))
+            ax.set_title(_lit(f"{name}: {kind} ({f['baseline']} baseline)"), fontsize=9)
             ax.set_xlabel("fraction of pixels " + ("removed" if kind == "deletion" else "inserted"), fontsize=8)
             ax.set_ylabel("group similarity to clean", fontsize=8)
             ax.legend(fontsize=7)
@@ -139,7 +140,7 @@ def translation_figure(models: dict[str, dict[str, Any]]) -> bytes:
             if not inv:
                 continue
             cur = inv[f"translation_{mode}"]
-            ax.plot(cur["shifts"], cur["embedding_cosine"], color=f"C{i}", marker="o", ms=3, label=name)
+            ax.plot(cur["shifts"], cur["embedding_cosine"], color=f"C{i}", marker="o", ms=3, label=_lit(name))
             g = np.asarray(cur["group_cosine"])
             for k in range(g.shape[1]):
                 ax.plot(cur["shifts"], g[:, k], color=f"C{i}", lw=0.6, alpha=0.6)
@@ -160,7 +161,7 @@ def comparison_figure(models: dict[str, dict[str, Any]], metrics: list[str]) -> 
     for ax, m in zip(axes.flat, metrics):
         cis = [models[n]["headline"].get(m, {"estimate": float("nan")}) for n in names]
         _ci_bars(ax, names, cis)
-        ax.set_title(m, fontsize=8)
+        ax.set_title(_lit(m), fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
@@ -174,8 +175,8 @@ def per_class_figure(per_class: dict[str, Any], metric: str = "recall@1") -> byt
     fig, axes = _figure(1, width=max(4.2, 0.12 * len(vals) + 2))
     ax = axes[0, 0]
     ax.bar(np.arange(len(vals)), vals[order], color="C2")
-    ax.set_xticks(np.arange(len(vals)), [per_class["classes"][i] for i in order], rotation=90, fontsize=5)
-    ax.set_title(f"per-class {metric}", fontsize=9)
+    ax.set_xticks(np.arange(len(vals)), [_lit(per_class["classes"][i]) for i in order], rotation=90, fontsize=5)
+    ax.set_title(_lit(f"per-class {metric}"), fontsize=9)
     return _png(fig)
 
 

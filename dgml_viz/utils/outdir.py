@@ -41,8 +41,11 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def ensure_output_dir(path: str | os.PathLike[str], option: str = "--out") -> Path:
+def ensure_output_dir(path: str | os.PathLike[str], option: str = "--out", create: bool = True) -> Path:
     """Create folder ``path`` (with parents) if needed and prove it writable; returns it as a Path.
+
+    With ``create=False`` nothing is created: the nearest existing folder on the way is probed instead,
+    so a run that fails later (a bad checkpoint) leaves no empty folder behind.
 
     Raises:
         OutputError: one line naming ``path``: it is a file, lies under a file, or cannot be written.
@@ -50,6 +53,12 @@ def ensure_output_dir(path: str | os.PathLike[str], option: str = "--out") -> Pa
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{option} {folder}: exists and is not a folder")
+    if not create:
+        base = next((p for p in [folder, *folder.absolute().parents] if p.exists()), Path("/"))
+        if not base.is_dir():
+            raise OutputError(f"{option} {folder}: cannot create the folder, {base} is a file")
+        _probe(base, folder, option)
+        return folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -58,13 +67,19 @@ def ensure_output_dir(path: str | os.PathLike[str], option: str = "--out") -> Pa
                           f"{blocker or 'a parent'} is a file") from None
     except OSError as exc:
         raise OutputError(f"{option} {folder}: cannot create the folder ({_reason(exc)})") from None
+    _probe(folder, folder, option)
+    return folder
+
+
+def _probe(where: Path, folder: Path, option: str) -> None:
+    """Create and remove a file in ``where`` (``os.access`` is not enough: root passes it everywhere)."""
     try:
-        fd, probe = tempfile.mkstemp(prefix=".dgml-viz-probe.", dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=".dgml-viz-probe.", dir=where)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise OutputError(f"{option} {folder}: folder is not writable ({_reason(exc)})") from None
-    return folder
+        what = "folder is not writable" if where == folder else f"cannot create it in {where}"
+        raise OutputError(f"{option} {folder}: {what} ({_reason(exc)})") from None
 
 
 def ensure_output_file(path: str | os.PathLike[str], option: str = "--out") -> Path:
