@@ -259,6 +259,16 @@ def index_searcher(index_key: str, _index: Any) -> Any:
     return Searcher(_index)
 
 
+@st.cache_resource(max_entries=4, show_spinner=False)
+def index_folder_labels(index_key: str, _index: Any) -> np.ndarray:
+    """int64 ``[N]`` class of each indexed image = its parent folder's name (all -1 when there is one folder)."""
+    parents = [Path(p).parent.name for p in _index.paths]
+    names = sorted(set(parents))
+    if len(names) < 2:
+        return np.full(len(parents), -1, dtype=np.int64)
+    return np.searchsorted(np.asarray(names), np.asarray(parents)).astype(np.int64)
+
+
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _sha256(path: str, mtime_ns: int, size: int) -> str:
     from dgml_viz.index.store import file_sha256

@@ -59,9 +59,7 @@ class StoredGallery:
 
         self.ix, self.key, self.roots, self.num_groups = ix, key, roots, int(ix.num_groups)
         self.searcher = state.index_searcher(key, ix)
-        parents = [Path(p).parent.name for p in ix.paths]
-        names = sorted(set(parents))
-        self.labels = (np.searchsorted(names, parents) if len(names) > 1 else np.full(len(parents), -1)).astype(np.int64)
+        self.labels = state.index_folder_labels(key, ix)
 
     def __len__(self) -> int:
         return len(self.ix)

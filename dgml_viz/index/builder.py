@@ -59,7 +59,8 @@ class BuildStats:
     resumed: int = 0  # taken from an interrupted run's pending chunks
     removed: int = 0  # in the old index, gone from the input
     failed: int = 0  # bad files (this run's and carried over)
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole call (model load, hashing, scanning, embedding, writing)
+    embed_seconds: float = 0.0  # decoding + forward passes + pending chunks only
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -356,8 +357,10 @@ def build_index(ckpt: str | os.PathLike[str], images: str | os.PathLike[str], ou
 
     writer = _ChunkWriter(pending, chunk_size, sha, first_number=len(chunks) and max(
         int(f.stem.split("-")[1]) for f in pending.glob("chunk-*.npz")) + 1)
-    stats.embedded, failed_now = _embed(model, todo, writer, batch_size=batch_size, workers=workers,
-                                        max_pixels=max_pixels, progress=progress)
+    t_embed = time.perf_counter()
+    stats.embedded, _ = _embed(model, todo, writer, batch_size=batch_size, workers=workers, max_pixels=max_pixels,
+                               progress=progress)
+    stats.embed_seconds = time.perf_counter() - t_embed
     new_chunks = [(rows, errs) for rows, errs in chunks + writer.written]
     for _, errs in new_chunks:
         errors += [e for e in errs if e["path"] in wanted and (e["size"], e["mtime_ns"]) == wanted[e["path"]][1]]
