@@ -18,6 +18,8 @@ parameters          at most :data:`MAX_PARAMETERS` (2e9), counted on the
                     meta device before anything is allocated
 transform ``size``  integer in [8, 4096]; ``resize`` in [8, 8192]
 mean / std          3 finite numbers each, std > 0
+interpolation       bilinear (default), bicubic or nearest (PIL, antialiased)
+channel_order       RGB (default) or BGR
 ==================  =====================================================
 
 Example:
@@ -44,6 +46,8 @@ DIM_MAX = 65536
 REDUCTION_RANGE = (1, 65536)
 SIZE_RANGE = (8, 4096)
 RESIZE_RANGE = (8, 8192)
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+ORDERS = ("RGB", "BGR")
 #: plain values allowed inside ``backbone_kwargs``
 _PLAIN = (bool, int, float, str, type(None))
 
@@ -158,7 +162,14 @@ def check_transform(transform: Any, key: str = "transform") -> dict[str, Any]:
     mode = transform.get("mode") or "center_crop"
     if mode not in MODES:
         raise ConfigError(f"{key}.mode must be one of {', '.join(MODES)}, got {mode!r}")
-    return {"size": size, "resize": resize, "mean": stats["mean"], "std": stats["std"], "mode": mode}
+    out = {"size": size, "resize": resize, "mean": stats["mean"], "std": stats["std"], "mode": mode}
+    for name, default, allowed in (("interpolation", "bilinear", INTERPOLATIONS), ("channel_order", "RGB", ORDERS)):
+        value = transform.get(name) or default
+        if value not in allowed:
+            raise ConfigError(f"{key}.{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if value != default:  # recorded only when it differs, so existing transforms stay as they were
+            out[name] = value
+    return out
 
 
 def check_state_dict(state: Any, source: str) -> dict[str, Tensor]:

@@ -50,3 +50,31 @@ def test_file_through_evaluation_and_rendering_paths_is_one_tensor(tmp_path) -> 
     ds = ImageFolderDataset(tmp_path, "all", transform=EvalTransform.from_dict(t))
     rendered, _, _ = prepare_image(path, t)
     assert torch.equal(ds[0]["image"], rendered)
+
+
+@pytest.mark.parametrize("wh", SIZES[:8])
+def test_bicubic_interpolation_equals_torchvision(wh: tuple[int, int]) -> None:
+    """timm models record ``interpolation: bicubic``; it is applied, not dropped."""
+    rng = np.random.default_rng(wh[0] + 3 * wh[1])
+    arr = rng.integers(0, 256, (wh[1], wh[0], 3), dtype=np.uint8)
+    img = Image.fromarray(arr)
+    bicubic = T.InterpolationMode.BICUBIC
+    expected = T.Compose([T.Resize(248, interpolation=bicubic), T.CenterCrop(224), T.ToTensor(),
+                          T.Normalize(MEAN, STD)])(img)
+    t = {"size": 224, "resize": 248, "mean": MEAN, "std": STD, "mode": "center_crop", "interpolation": "bicubic"}
+    ours, _ = eval_transform(arr, t)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+    bilinear, _ = eval_transform(arr, {**t, "interpolation": "bilinear"})
+    if wh != (224, 224) and wh[0] != wh[1] or min(wh) != 248:
+        assert not torch.equal(ours, bilinear)
+
+
+def test_bgr_channel_order_is_bn_inception_preprocessing() -> None:
+    """BN-Inception: BGR in [0, 255] minus (104, 117, 128), written as an independent formula."""
+    from dgml_viz.model.bninception import BNInception
+
+    arr = np.random.default_rng(1).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    ours, geo = eval_transform(arr, BNInception.eval_transform)
+    crop = T.CenterCrop(224)(T.Resize(256)(Image.fromarray(arr)))
+    bgr = np.asarray(crop, dtype=np.float64)[:, :, ::-1] - np.array([104.0, 117.0, 128.0])
+    torch.testing.assert_close(ours, torch.from_numpy(bgr.transpose(2, 0, 1).copy()).float(), atol=2e-3, rtol=0)

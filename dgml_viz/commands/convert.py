@@ -16,13 +16,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dgml_viz.model import default_transform
     from dgml_viz.model.checkpoint import save_checkpoint
     from dgml_viz.model.reference import import_reference_checkpoint
 
     model, ref = import_reference_checkpoint(args.src)
     meta = dict(model.meta)
-    save_checkpoint(model, args.dst, transform=default_transform(args.size, args.resize), **meta)
+    # the backbone's own eval transform (BN-Inception: BGR, [0, 255] minus its means) at the asked sizes
+    transform = {**model.transform, "size": args.size, "resize": args.resize}
+    save_checkpoint(model, args.dst, transform=transform, **meta)
     cfg = model.config
     logger.info("converted %s (%s, %s) -> %s (%s + %s head, K=%d, d=%d); all %d tensors used",
                 args.src, meta["reference_arch"], meta["reference_group_layer"] or "last_linear", args.dst,

@@ -144,26 +144,43 @@ def _crop_offset(dim: int, size: int) -> int:
     return -((size - dim) // 2)  # torchvision pads (size - dim) // 2 on the left/top
 
 
-def resize_and_crop(image: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """Apply ``geometry`` to ``uint8 [H, W, 3]``: PIL bilinear (antialiased) resize, crop/pad -> ``[S, S, 3]``."""
+#: PIL filters of the transform's ``interpolation`` (torchvision/timm names; antialiased like theirs)
+INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+
+
+def resize_and_crop(image: np.ndarray, geometry: Geometry, interpolation: str = "bilinear") -> np.ndarray:
+    """Apply ``geometry`` to ``uint8 [H, W, 3]``: PIL resize (antialiased ``interpolation``), crop/pad -> ``[S, S, 3]``."""
     w, h = geometry.original
     if image.shape[:2] != (h, w):
         raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, geometry expects {w}x{h}")
     pil = Image.fromarray(image)
     if geometry.resized != (w, h):
-        pil = pil.resize(geometry.resized, Image.BILINEAR)
+        pil = pil.resize(geometry.resized, INTERPOLATIONS[interpolation])
     cx, cy = geometry.crop
     s = geometry.size
     # outside the resized image PIL fills zeros, exactly like torchvision's CenterCrop padding
     return np.asarray(pil.crop((cx, cy, cx + s, cy + s)))
 
 
-def normalise(crop: np.ndarray, mean: Any, std: Any) -> Tensor:
-    """``uint8 [S, S, 3]`` -> normalised float tensor ``[3, S, S]`` (``(x / 255 - mean) / std``)."""
+def normalise(crop: np.ndarray, mean: Any, std: Any, channel_order: str = "RGB") -> Tensor:
+    """``uint8 [S, S, 3]`` RGB -> normalised float tensor ``[3, S, S]`` (``(x / 255 - mean) / std``).
+
+    ``channel_order="BGR"`` reverses the channels first (mean/std are then in B, G, R order),
+    for networks trained on OpenCV-style input such as the reference's BN-Inception.
+    """
+    if channel_order == "BGR":
+        crop = crop[:, :, ::-1]
     m = np.asarray(mean, dtype=np.float32) * 255.0
     sd = np.asarray(std, dtype=np.float32) * 255.0
     arr = (crop.astype(np.float32) - m) / sd
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def apply_transform(image: np.ndarray, geometry: Geometry, transform: Mapping[str, Any]) -> Tensor:
+    """``uint8 [H, W, 3]`` RGB and its :class:`Geometry` -> the model's ``float32 [3, S, S]`` input
+    (resize, crop, channel order and normalisation of a checked ``transform``)."""
+    crop = resize_and_crop(image, geometry, transform.get("interpolation", "bilinear"))
+    return normalise(crop, transform["mean"], transform["std"], transform.get("channel_order", "RGB"))
 
 
 def eval_transform(image: np.ndarray, transform: Mapping[str, Any]) -> tuple[Tensor, Geometry]:
@@ -175,7 +192,7 @@ def eval_transform(image: np.ndarray, transform: Mapping[str, Any]) -> tuple[Ten
         raise ValueError(f"expected uint8 [H, W, 3], got {image.dtype} {image.shape}")
     t = check_transform(transform)
     geo = compute_geometry(image.shape[1], image.shape[0], t)
-    return normalise(resize_and_crop(image, geo), t["mean"], t["std"]), geo
+    return apply_transform(image, geo, t), geo
 
 
 class EvalTransform:
@@ -214,5 +231,5 @@ class EvalTransform:
         return self.apply(img)[0]
 
 
-__all__ = ["Geometry", "EvalTransform", "IMAGENET_MEAN", "IMAGENET_STD", "eval_transform", "compute_geometry", "check_transform", "resize_and_crop", "normalise",
+__all__ = ["Geometry", "EvalTransform", "IMAGENET_MEAN", "IMAGENET_STD", "eval_transform", "compute_geometry", "check_transform", "resize_and_crop", "normalise", "apply_transform",
            "MODES"]

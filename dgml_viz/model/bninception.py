@@ -8,7 +8,9 @@ exactly those parameter names, so such weights load one-to-one. Output: the
 concatenated ``inception_5b`` map ``[B, 1024, H/32, W/32]``.
 
 That network was trained on BGR images in ``[0, 255]`` minus the per-channel
-means ``(104, 117, 128)``; the preprocessing is the caller's business.
+means ``(104, 117, 128)`` (B, G, R); the trunk declares that preprocessing as its
+``eval_transform`` (``channel_order: BGR``, mean ``m / 255``, std ``1 / 255``, so that
+``(x / 255 - mean) / std = x - m``), which converted checkpoints record.
 """
 from __future__ import annotations
 
@@ -57,6 +59,9 @@ class BNInception(nn.Module):
     """
 
     out_channels = 1024
+    #: the checkpoint transform of this network's input: BGR, [0, 255] minus (104, 117, 128)
+    eval_transform = {"size": 224, "resize": 256, "mean": [104 / 255, 117 / 255, 128 / 255],
+                      "std": [1 / 255] * 3, "mode": "center_crop", "channel_order": "BGR"}
 
     def __init__(self) -> None:
         super().__init__()
