@@ -441,3 +441,32 @@ def test_second_run_refuses_when_lock_timeout_runs_out(tmp_path: Path, ckpt: Pat
         holder.kill()
         holder.wait()
     assert main(["heatmaps", "--ckpt", str(ckpt), "--images", str(imgs), "--out", str(out)]) == 0
+
+
+def test_run_dir_sweep_removes_a_killed_trainers_temp_files_but_not_a_live_runs(tmp_path: Path) -> None:
+    """train's run dir (``prepare_run_dir``): ``.last_state.pt.XXXXXXXX.pt`` of a SIGKILLed trainer goes,
+    while nothing is swept as long as a live dgml-viz run holds a lock under the folder."""
+    from dgml_viz.utils.outdir import prepare_run_dir
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    marker = tmp_path / "marker"
+    script = ("import sys, time; from dgml_viz.utils.atomic import atomic_path\n"
+              "with atomic_path(sys.argv[1]) as tmp:\n"
+              "    tmp.write_bytes(b'state'); open(sys.argv[2], 'w').close(); time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(run_dir / "last_state.pt"), str(marker)],
+                            env=ENV, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _kill_when(marker, proc)
+    (left,) = [p for p in run_dir.iterdir() if p.name.startswith(".last_state.pt.")]
+    os.utime(left, (time.time() - 5, time.time() - 5))
+    sub = run_dir / "overlays"
+    sub.mkdir()
+    holder = _hold_lock(sub / ".dgml-viz.lock")  # e.g. a heatmaps run writing into the run dir
+    try:
+        prepare_run_dir(run_dir)
+        assert left.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    prepare_run_dir(run_dir)
+    assert not left.exists() and not (run_dir / "last_state.pt").exists()

@@ -25,7 +25,7 @@ with other inputs, so no record is lost. Temp files a killed run left are remove
 
 Memory budget: images larger than ``--max-render-pixels`` (default 4096 x 4096) are rendered at that
 area (aspect kept) and decoded shrunk by an integer factor right away (JPEG inside the decoder), so a
-12000 x 12000 image needs ~1 GB instead of ~10 GB; maps, manifest and geometry still refer to the
+12000 x 12000 image peaks at ~1.9 GB instead of ~9.4 GB; maps, manifest and geometry still refer to the
 file's true size. ``--max-render-pixels 0`` renders at full size.
 """
 from __future__ import annotations
@@ -87,8 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decompression-bomb guard: refuse larger images (default $DGML_VIZ_MAX_PIXELS or ~179M)")
     parser.add_argument("--max-render-pixels", type=int, default=DEFAULT_MAX_RENDER_PIXELS, metavar="N",
                         help="memory budget: images with more pixels are decoded shrunk and rendered at N pixels "
-                             f"(aspect kept; default {DEFAULT_MAX_RENDER_PIXELS} = 4096x4096, ~1 GB peak; "
-                             "0 = always full size)")
+                             f"(aspect kept; default {DEFAULT_MAX_RENDER_PIXELS} = 4096x4096: a 12000x12000 "
+                             "image peaks at ~2 GB; 0 = always full size)")
     parser.add_argument("--resume", action="store_true", help="skip images already done (manifest + outputs)")
     parser.add_argument("--shard", default=None, metavar="I/N", help="process only shard I of N (0 <= I < N)")
     add_lock_timeout_argument(parser)
@@ -246,7 +246,7 @@ def _decode(src: Source, transform: dict[str, Any], max_pixels: int | None, max_
     import cv2
 
     from dgml_viz.data import images
-    from dgml_viz.data.transforms import check_transform, compute_geometry, normalise, resize_and_crop
+    from dgml_viz.data.transforms import apply_transform, check_transform, compute_geometry
     from dgml_viz.render.panels import output_size
 
     t = check_transform(transform)
@@ -254,7 +254,7 @@ def _decode(src: Source, transform: dict[str, Any], max_pixels: int | None, max_
     geometry = compute_geometry(original[0], original[1], t)
     have = (image.shape[1], image.shape[0])
     seen = geometry if have == original else dataclasses.replace(geometry, original=have)
-    tensor = normalise(resize_and_crop(image, seen), t["mean"], t["std"])
+    tensor = apply_transform(image, seen, t)
     size = output_size(original, max_side, max_render_pixels)
     if size != have:
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
