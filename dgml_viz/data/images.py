@@ -21,9 +21,12 @@ size that still has at least ``target_pixels`` (JPEG: scaled in the DCT decoder,
 RGB copy), and the true, EXIF-corrected size is returned with it.
 
 Example:
-    >>> img = load_image("photo.jpg")          # doctest: +SKIP
-    >>> img.dtype, img.shape[2]
-    (dtype('uint8'), 3)
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "photo.png")
+    >>> Image.new("L", (40, 30), 128).save(path)   # grey PNG: decoded as RGB
+    >>> img = load_image(path)
+    >>> img.dtype, img.shape
+    (dtype('uint8'), (30, 40, 3))
 """
 from __future__ import annotations
 

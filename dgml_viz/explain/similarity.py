@@ -18,9 +18,13 @@ class GroupSimilarity(nn.Module):
     and device moves reach the model).
 
     Example:
-        >>> sim = GroupSimilarity(model).eval()
+        >>> from dgml_viz.model import create_model
+        >>> model = create_model("small_cnn", groups=3, dim=48, width=8).eval()
+        >>> x = torch.randn(2, 3, 64, 64)
         >>> ref = model(x).groups.detach()
-        >>> sim(x, ref)  # ~1 everywhere: every group matches itself
+        >>> sim = GroupSimilarity(model).eval()
+        >>> torch.allclose(sim(x, ref), torch.ones(2, 3), atol=1e-5)  # every group matches itself
+        True
     """
 
     def __init__(self, model: nn.Module) -> None:

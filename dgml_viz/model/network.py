@@ -98,6 +98,7 @@ def create_model(
     """Build a grouping model (timm-style factory; see :func:`list_backbones`, :func:`list_heads`).
 
     Example:
+        >>> import torch
         >>> m = create_model("small_cnn", groups=3, dim=48)
         >>> m(torch.randn(1, 3, 64, 64)).groups.shape
         torch.Size([1, 3, 16])

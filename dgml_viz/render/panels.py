@@ -5,9 +5,13 @@ helpers of :mod:`~dgml_viz.render.upsample`, :mod:`~dgml_viz.render.heatmap`
 and :mod:`~dgml_viz.render.composite`.
 
 Example:
-    >>> panels = render_panels(img, maps, geometry, groups=[0, 2], norm="shared")   # doctest: +SKIP
-    >>> sorted(panels)
-    ['composite', 'group0', 'group2']
+    >>> from dgml_viz.data.transforms import compute_geometry
+    >>> img = np.zeros((60, 80, 3), np.uint8)
+    >>> geometry = compute_geometry(80, 60, {"size": 64, "resize": 64, "mode": "full"})
+    >>> maps = np.random.default_rng(0).random((3, 8, 8)).astype(np.float32)
+    >>> panels = render_panels(img, maps, geometry, groups=[0, 2], options=RenderOptions(norm="shared"))
+    >>> sorted(panels), panels["composite"].shape
+    (['composite', 'group0', 'group2'], (60, 80, 3))
 """
 from __future__ import annotations
 
