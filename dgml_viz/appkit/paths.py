@@ -8,7 +8,7 @@ from typing import Sequence
 from dgml_viz.errors import ConfigError
 from dgml_viz.validation import check_path_text
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+from dgml_viz.data.discovery import find_images
 
 
 def inside(path: Path, roots: Sequence[Path]) -> bool:
@@ -49,8 +49,8 @@ def list_images(folder: Path, roots: Sequence[Path], limit: int = 500) -> list[P
     """
     roots = [Path(r).resolve() for r in roots]
     out: list[Path] = []
-    for p in sorted(folder.rglob("*")):
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and inside(p.resolve(), roots):
+    for p in find_images(folder):
+        if p.is_file() and inside(p.resolve(), roots):
             out.append(p)
             if len(out) >= limit:
                 break

@@ -108,7 +108,7 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
 def expand_images(specs: Sequence[str]) -> list[str]:
     """Each folder in ``specs`` replaced by its images (the ``heatmaps`` collector: recursive,
     sorted, hidden names skipped); files and ``skimage:<name>`` kept as given."""
-    from dgml_viz.commands.heatmaps import collect_sources
+    from dgml_viz.data.discovery import collect_sources
 
     out: list[str] = []
     for spec in specs:
@@ -256,7 +256,7 @@ def _run_locked(args: argparse.Namespace, opts: dict[str, Any], out: Path, forma
 def _retrieval(model: Any, model_name: str, opts: dict[str, Any], groups: Sequence[int], out: Path,
                formats: Sequence[str], width_in: float, dpi: int, colorbar: str | None, legend: Any,
                double: bool) -> list[Path]:
-    from dgml_viz.commands.heatmaps import collect_sources
+    from dgml_viz.data.discovery import collect_sources
     from dgml_viz.render.figures import grid_figure
 
     if not opts["gallery_dir"]:

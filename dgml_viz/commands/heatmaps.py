@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import html
 import io
 import json
@@ -46,7 +45,6 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from dgml_viz.data.images import is_image_file
 from dgml_viz.errors import ConfigError, DgmlVizError, ImageError
 from dgml_viz.utils.outdir import add_lock_timeout_argument
 from dgml_viz.render.panels import DEFAULT_MAX_RENDER_PIXELS, RenderOptions, render_panels
@@ -95,69 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # --------------------------------------------------------------------------- inputs
-@dataclass(frozen=True)
-class Source:
-    """One input image: its path and its key (relative path, used for outputs and the manifest)."""
-
-    path: Path
-    rel: str
-
-
-def collect_sources(spec: str | os.PathLike[str], exclude: Path | None = None) -> list[Source]:
-    """Images named by ``spec``: a folder (recursive, sorted, hidden names skipped), a list file
-    (one path per line, relative to the list's folder, ``#`` comments) or one image file."""
-    root = Path(spec)
-    if root.is_dir():
-        excl = exclude.resolve() if exclude is not None else None
-        found: list[Source] = []
-        for dirpath, dirnames, filenames in os.walk(root):
-            here = Path(dirpath)
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                                 and (excl is None or (here / d).resolve() != excl))
-            for name in sorted(filenames):
-                if not name.startswith(".") and is_image_file(name):
-                    p = here / name
-                    found.append(Source(p, p.relative_to(root).as_posix()))
-        return found
-    if not root.exists():
-        raise ConfigError(f"{root}: no such file or folder")
-    if is_image_file(root):
-        return [Source(root, root.name)]
-    try:
-        lines = root.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{root}: not a folder, an image or a readable list file ({exc})") from None
-    out = []
-    for line in lines:
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        p = Path(line)
-        p = p if p.is_absolute() else root.parent / p
-        try:
-            rel = p.resolve().relative_to(root.parent.resolve()).as_posix()
-        except ValueError:
-            rel = "abs/" + p.resolve().as_posix().lstrip("/")
-        out.append(Source(p, rel))
-    return out
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """``"i/N"`` -> ``(i, N)`` (ConfigError unless ``0 <= i < N``)."""
-    if text is None:
-        return None
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ConfigError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
-    if n < 1 or not 0 <= i < n:
-        raise ConfigError(f"--shard {text}: need 0 <= I < N")
-    return i, n
-
-
-def shard_of(rel: str, n: int) -> int:
-    """Stable shard of a relative path: SHA-1 of the path mod ``n``."""
-    return int(hashlib.sha1(rel.encode("utf-8")).hexdigest()[:12], 16) % n
+# (one image discovery for every command and the app: dgml_viz.data.discovery)
+from dgml_viz.data.discovery import Source, collect_sources, parse_shard, shard_of  # noqa: E402,F401
 
 
 def parse_groups(text: str | None, k: int) -> list[int]:

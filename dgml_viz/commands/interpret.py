@@ -87,12 +87,13 @@ def build_data(args: argparse.Namespace, model: Any) -> tuple[Any, str]:
     from dgml_viz.data import build_dataset, dataset_spec, list_datasets
 
     if args.images:
-        from dgml_viz.data.folder import IMAGE_SUFFIXES, ImageListDataset
+        from dgml_viz.data.discovery import find_images
+        from dgml_viz.data.folder import ImageListDataset
 
         root = Path(args.images)
         if not root.is_dir():
             raise DatasetError(f"{root}: image folder does not exist")
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = find_images(root)
         if not files:
             raise DatasetError(f"{root}: no images found")
         return ImageListDataset(files, [-1] * len(files), [], _eval_transform(model)), f"images {root}"

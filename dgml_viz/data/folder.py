@@ -30,7 +30,8 @@ from dgml_viz.errors import DatasetError, ImageError
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
+from dgml_viz.data.discovery import find_images
+from dgml_viz.data.images import IMAGE_SUFFIXES  # noqa: F401 - re-exported for callers of this module
 
 
 def load_rgb(path: str | Path) -> Image.Image:
@@ -112,7 +113,7 @@ def _class_dirs(folder: Path) -> list[Path]:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return find_images(folder)
 
 
 class ImageFolderDataset(ImageListDataset):

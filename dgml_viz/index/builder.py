@@ -262,7 +262,7 @@ def build_index(ckpt: str | os.PathLike[str], images: str | os.PathLike[str], ou
     Args:
         ckpt: a dgml_viz checkpoint; its SHA-256, config and transform go into the manifest.
         images: a folder (recursive), a list file (one path per line) or one image — the
-            ``heatmaps`` collector (:func:`dgml_viz.commands.heatmaps.collect_sources`).
+            ``heatmaps`` collector (:func:`dgml_viz.data.discovery.collect_sources`).
         out: the index folder (created); with a shard, the shard is written to
             ``<out>/shards/<i>-of-<n>`` (see :func:`shard_dir`).
         batch_size: images per forward pass.
@@ -282,7 +282,7 @@ def build_index(ckpt: str | os.PathLike[str], images: str | os.PathLike[str], ou
         ConfigError: the existing index was built with another checkpoint (and not ``rebuild``),
             bad input spec. CheckpointError: unreadable checkpoint.
     """
-    from dgml_viz.commands.heatmaps import collect_sources, shard_of
+    from dgml_viz.data.discovery import collect_sources, shard_of
     from dgml_viz.model.checkpoint import load_checkpoint
 
     t0 = time.perf_counter()
