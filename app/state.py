@@ -17,7 +17,7 @@ import streamlit as st
 import torch
 
 from dgml_viz.appkit import analysis, sources, views
-from dgml_viz.appkit.settings import default_checkpoint, list_checkpoints
+from dgml_viz.appkit.settings import checkpoint_label, default_checkpoint, list_checkpoints
 from dgml_viz.errors import DgmlVizError
 
 logger = logging.getLogger(__name__)
@@ -45,22 +45,37 @@ class ModelHandle:
 
     def describe(self) -> str:
         c = self.model.config
-        return f"{c.backbone} + {c.head} head, K={self.model.num_groups}, d={self.model.group_dim}, input {self.transform['size']} px"
+        text = f"{c.backbone} + {c.head} head, K={self.model.num_groups}, d={self.model.group_dim}, input {self.transform['size']} px"
+        meta = getattr(self.model, "meta", None) or {}
+        if meta.get("source_sha256"):  # opened from a reference-implementation file
+            layer = meta.get("reference_group_layer") or "no group layer"
+            text += f"; reference checkpoint ({meta.get('reference_arch')}, {layer}), converted in memory"
+        return text
 
 
 # ----------------------------------------------------------------------------- models
 @st.cache_resource(max_entries=8, show_spinner="Loading checkpoint...")
 def _load_file(path: str, mtime_ns: int, size: int) -> Any:
-    from dgml_viz.model.checkpoint import load_checkpoint
+    from dgml_viz.model.checkpoint import open_any_checkpoint
 
-    return load_checkpoint(path)
+    return open_any_checkpoint(path)  # ours, or a reference-implementation file converted in memory
+
+
+#: one-line errors of files that failed to load, by (path, mtime, size): a broken file in a large
+#: training folder is not re-read on every rerun (the pickers and the Invariance page loop over files)
+_FAILED_MAX = 256
+
+
+@st.cache_resource(max_entries=1)
+def _failed_files() -> dict[tuple[str, int, int], DgmlVizError]:
+    return {}
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading uploaded checkpoint...")
 def _load_upload(file_id: str, name: str, _data: bytes) -> Any:
-    from dgml_viz.model.checkpoint import load_checkpoint_bytes
+    from dgml_viz.model.checkpoint import open_any_checkpoint_bytes
 
-    return load_checkpoint_bytes(_data, name)
+    return open_any_checkpoint_bytes(_data, name)
 
 
 @st.cache_resource(max_entries=1)
@@ -76,15 +91,28 @@ def _fallback_model() -> Any:
 
 
 def model_from_file(path: Path) -> ModelHandle:
-    """Load (cached) a checkpoint file; raises :class:`DgmlVizError` with a one-line message."""
+    """Load (cached by path and mtime) a checkpoint file: ours, or a reference-implementation file
+    converted in memory with the checks of ``dgml-viz convert``; raises :class:`DgmlVizError` with a
+    one-line message (remembered until the file changes)."""
     try:
         st_ = path.stat()
     except OSError as exc:
         from dgml_viz.errors import CheckpointError
 
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    model = _load_file(str(path), st_.st_mtime_ns, st_.st_size)
-    return ModelHandle(model, f"file:{path}:{st_.st_mtime_ns}", path.name)
+    stamp = (str(path), st_.st_mtime_ns, st_.st_size)
+    failed = _failed_files()
+    if stamp in failed:
+        exc = failed[stamp]
+        raise type(exc)(str(exc))
+    try:
+        model = _load_file(*stamp)
+    except DgmlVizError as exc:
+        if len(failed) >= _FAILED_MAX:
+            failed.pop(next(iter(failed)), None)
+        failed[stamp] = exc
+        raise
+    return ModelHandle(model, f"file:{path}:{st_.st_mtime_ns}", checkpoint_label(path))
 
 
 def model_from_upload(data: bytes, name: str, file_id: str) -> ModelHandle:
@@ -168,7 +196,7 @@ def prepared(handle: ModelHandle, image: sources.SourceImage) -> views.Prepared:
 
 @st.cache_resource(max_entries=64, show_spinner=False)
 def _encode(model_key: str, image_key: str, _model: Any, _x: torch.Tensor) -> analysis.Encoded:
-    return analysis.encode(_model, _x)
+    return analysis.embed_tensors(_model, _x)
 
 
 def encoded(handle: ModelHandle, image: sources.SourceImage) -> analysis.Encoded:

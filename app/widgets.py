@@ -7,7 +7,8 @@ import streamlit as st
 
 from app import state
 from dgml_viz.appkit import paths, sources, views
-from dgml_viz.appkit.settings import allowed_roots, max_upload_bytes
+from dgml_viz.appkit.settings import (MAX_CHECKPOINT_DEPTH, MAX_CHECKPOINTS, allowed_roots, checkpoint_dir,
+                                      checkpoint_label, max_upload_bytes)
 from dgml_viz.errors import DgmlVizError
 
 IMAGE_SOURCES = ("held-out demo image", "sample photo", "upload an image", "folder")
@@ -32,10 +33,15 @@ def model_picker() -> state.ModelHandle:
     """Sidebar checkpoint choice; on any load failure shows one error line and falls back."""
     choices = state.checkpoint_choices()
     choice = st.sidebar.selectbox("Checkpoint", choices, key="ckpt_choice",
-                                  format_func=lambda c: Path(c).name if c not in (state.UPLOAD_LABEL, state.FALLBACK_LABEL) else c)
+                                  format_func=lambda c: checkpoint_label(Path(c))
+                                  if c not in (state.UPLOAD_LABEL, state.FALLBACK_LABEL) else c,
+                                  help="dgml_viz checkpoints (*.pt) and the reference implementation's "
+                                       "(*.pth.tar, *.pth; converted in memory) in DGML_VIZ_CHECKPOINT_DIR "
+                                       f"and its subfolders (up to {MAX_CHECKPOINT_DEPTH} levels)")
     handle = None
     if choice == state.UPLOAD_LABEL:
-        up = st.sidebar.file_uploader("Checkpoint file (.pt)", type=["pt", "pth", "ckpt"], key="ckpt_upload")
+        up = st.sidebar.file_uploader("Checkpoint file (.pt, or the reference's .pth.tar)",
+                                      type=["pt", "pth", "pth.tar", "ckpt"], key="ckpt_upload")
         if up is not None and not _too_big(up):
             try:
                 handle = state.model_from_upload(up.getvalue(), up.name, up.file_id)
@@ -51,13 +57,18 @@ def model_picker() -> state.ModelHandle:
     if handle is None:
         handle = _default_handle(exclude=choice)
     st.sidebar.caption(f"**{handle.label}** — {handle.describe()}")
+    if len(choices) - 1 >= MAX_CHECKPOINTS:  # choices end with the upload entry
+        st.sidebar.caption(f"listing only the first {MAX_CHECKPOINTS} checkpoints found in {checkpoint_dir()}")
     return handle
 
 
+#: how many other checkpoints are tried when the chosen one fails (a training folder can hold hundreds)
+FALLBACK_TRIES = 8
+
+
 def _default_handle(exclude: str) -> state.ModelHandle:
-    for c in state.checkpoint_choices():
-        if c in (state.UPLOAD_LABEL, state.FALLBACK_LABEL, exclude):
-            continue
+    tries = [c for c in state.checkpoint_choices() if c not in (state.UPLOAD_LABEL, state.FALLBACK_LABEL, exclude)]
+    for c in tries[:FALLBACK_TRIES]:
         try:
             return state.model_from_file(Path(c))
         except DgmlVizError:

@@ -3,7 +3,9 @@
 ==============================  ===============================================  =========================
 variable                        meaning                                          default
 ==============================  ===============================================  =========================
-``DGML_VIZ_CHECKPOINT_DIR``     folder whose ``*.pt`` files are offered          ``<repo>/checkpoints``
+``DGML_VIZ_CHECKPOINT_DIR``     folder whose checkpoints are offered (ours       ``<repo>/checkpoints``
+                                ``*.pt``; the reference's ``*.pth.tar`` /
+                                ``*.pth``), subfolders included (bounded)
 ``DGML_VIZ_DEFAULT_CKPT``       checkpoint selected at start                     ``demo.pt`` in that folder
 ``DGML_VIZ_ALLOWED_ROOTS``      ``os.pathsep``-separated roots for image folders  the repository root
 ``DGML_VIZ_MAX_UPLOAD_MB``      largest accepted upload                          ``200``
@@ -14,28 +16,87 @@ variable                        meaning                                         
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 #: The repository root (``dgml_viz/..``), where ``checkpoints/`` ships.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CHECKPOINT_NAME = "demo.pt"
 
 
+#: File names the picker offers: ours (``*.pt``) and the reference implementation's
+#: (``checkpoint_<key>_<evaltype>_<metric>.pth.tar``, ``*.pth``).
+CHECKPOINT_SUFFIXES: tuple[str, ...] = (".pt", ".pth.tar", ".pth")
+#: Bounds of the checkpoint folder scan (a training output folder can be huge).
+MAX_CHECKPOINT_DEPTH = 3
+MAX_CHECKPOINTS = 200
+MAX_SCANNED_ENTRIES = 20_000
+
+
 def checkpoint_dir() -> Path:
-    """Folder whose ``*.pt`` files the app offers."""
+    """Folder whose checkpoint files the app offers."""
     env = os.environ.get("DGML_VIZ_CHECKPOINT_DIR")
     return Path(env).expanduser() if env else REPO_ROOT / "checkpoints"
 
 
-def list_checkpoints() -> list[Path]:
-    """``*.pt`` files of :func:`checkpoint_dir`, then of its ``baselines/`` subfolder (the comparison
-    heads shipped beside the demo model), each sorted; empty if the folder is missing."""
-    folder = checkpoint_dir()
-    if not folder.is_dir():
+def is_checkpoint_name(name: str) -> bool:
+    """Whether a file name looks like a checkpoint the app can open (ours or the reference's)."""
+    return not name.startswith(".") and name.lower().endswith(CHECKPOINT_SUFFIXES)
+
+
+def list_checkpoints(max_depth: int = MAX_CHECKPOINT_DEPTH, limit: int = MAX_CHECKPOINTS) -> list[Path]:
+    """Checkpoint files of :func:`checkpoint_dir`: its own, then those of its subfolders level by level.
+
+    Subfolders (e.g. ``baselines/`` beside the demo model, or a reference training output
+    ``<save_path>/<run>/checkpoint_*.pth.tar``) are searched breadth-first down to ``max_depth``
+    levels; each level is sorted. Hidden entries and symlinked folders are skipped. The scan stops
+    after ``limit`` files or :data:`MAX_SCANNED_ENTRIES` directory entries, so a huge folder cannot
+    stall the app. Empty if the folder is missing.
+    """
+    root = checkpoint_dir()
+    if not root.is_dir():
         return []
-    top = sorted(p for p in folder.glob("*.pt") if p.is_file())
-    return top + sorted(p for p in folder.glob("baselines/*.pt") if p.is_file())
+    found: list[Path] = []
+    level, scanned = [root], 0
+    for _ in range(max_depth + 1):
+        below: list[Path] = []
+        for folder in level:
+            try:
+                with os.scandir(folder) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError:
+                continue
+            scanned += len(entries)
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        below.append(Path(entry.path))
+                    elif is_checkpoint_name(entry.name) and entry.is_file():
+                        found.append(Path(entry.path))
+                except OSError:
+                    continue
+                if len(found) >= limit:
+                    logger.info("%s: listing only the first %d checkpoints", root, limit)
+                    return found
+            if scanned >= MAX_SCANNED_ENTRIES:
+                logger.info("%s: stopped scanning for checkpoints after %d entries", root, scanned)
+                return found
+        level = below
+    return found
+
+
+def checkpoint_label(path: Path) -> str:
+    """How the app names a checkpoint: its path under :func:`checkpoint_dir` (runs of a training
+    folder share file names such as ``checkpoint_Test_discriminative_e_recall@1.pth.tar``), else its name."""
+    try:
+        return path.relative_to(checkpoint_dir()).as_posix()
+    except ValueError:
+        return path.name
 
 
 def default_checkpoint() -> Path | None:

@@ -13,14 +13,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dgml_viz.errors import CheckpointError
-    from dgml_viz.model.checkpoint import read_checkpoint_info
+    from dgml_viz.model.checkpoint import ForeignCheckpointError, read_checkpoint_info
     from dgml_viz.model.reference import describe_reference, read_reference_file
 
     try:
         info = read_checkpoint_info(args.ckpt)
-    except CheckpointError:
-        # Not one of ours: a reference file? Its reader gives the precise reason if not.
+    except ForeignCheckpointError:
+        # A PyTorch file but not one of ours (as for open_any_checkpoint): a reference file?
+        # Its reader gives the precise reason if not. A damaged file of ours keeps our error.
         info = describe_reference(read_reference_file(args.ckpt))
     sys.stdout.write(json.dumps(info, indent=2, default=str) + "\n")
     return 0

@@ -35,6 +35,11 @@ FORMAT = "dgml_viz.checkpoint"
 FORMAT_VERSION = 1
 
 
+class ForeignCheckpointError(CheckpointError):
+    """A PyTorch file that is not a dgml_viz checkpoint (another tool's file, e.g. the reference
+    implementation's): :func:`open_any_checkpoint` then tries the reference reader."""
+
+
 def save_checkpoint(
     model: GroupingNet,
     path: str | os.PathLike[str],
@@ -95,12 +100,14 @@ def _read_payload(path: Path, map_location: str | torch.device = "cpu") -> dict[
     if not zipfile.is_zipfile(path):
         if head.startswith(b"PK"):
             raise CheckpointError(f"{path}: checkpoint is truncated or corrupt (broken zip archive)")
-        raise CheckpointError(f"{path}: not a checkpoint (not a PyTorch zip archive)")
+        # a pickle (protocol marker 0x80) may be torch's legacy format: foreign, not garbage
+        error = ForeignCheckpointError if head.startswith(b"\x80") else CheckpointError
+        raise error(f"{path}: not a checkpoint (not a PyTorch zip archive)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
+        raise ForeignCheckpointError(
             f"{path}: refused to unpickle objects that are not plain tensors/values ({first}); "
             "reference-implementation files can be imported with `dgml-viz convert`"
         ) from None
@@ -108,7 +115,7 @@ def _read_payload(path: Path, map_location: str | torch.device = "cpu") -> dict[
         msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: checkpoint is truncated or corrupt ({msg})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(
+        raise ForeignCheckpointError(
             f"{path}: not a dgml_viz checkpoint (a bare state dict or another tool's file?); "
             "reference-implementation files can be imported with `dgml-viz convert`"
         )
@@ -213,18 +220,57 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return model.eval()
 
 
-def load_checkpoint_bytes(data: bytes, name: str = "<upload>") -> GroupingNet:
-    """:func:`load_checkpoint` for in-memory bytes (e.g. an upload); ``name`` appears in errors."""
+def open_any_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> GroupingNet:
+    """A dgml_viz checkpoint, or a reference-implementation file converted in memory.
+
+    Tries :func:`load_checkpoint`; when the file is a PyTorch file but not one of ours
+    (:class:`ForeignCheckpointError`), converts it with the same reader and checks as
+    ``dgml-viz convert`` (:func:`dgml_viz.model.reference.import_reference_checkpoint`: no
+    pickled code runs, every tensor accounted for). The model is in eval mode with the
+    default eval transform (as ``convert`` writes it) and ``model.meta`` describing the source.
+    Raises a one-line :class:`CheckpointError`: ours when the file is damaged or one of ours,
+    else the reference reader's reason.
+    """
+    try:
+        return load_checkpoint(path, map_location)
+    except ForeignCheckpointError:
+        pass
+    from dgml_viz.model.reference import import_reference_checkpoint
+
+    model, _ = import_reference_checkpoint(path)
+    model.class_names = None  # type: ignore[attr-defined]
+    model.metrics = {}  # type: ignore[attr-defined]
+    model.checkpoint_path = str(path)  # type: ignore[attr-defined]
+    return model.to(map_location)
+
+
+def _from_bytes(data: bytes, name: str, loader: Any) -> GroupingNet:
+    """``loader(temp file holding data)``; the temp path is replaced by ``name`` in errors and meta."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "upload.pt"
         target.write_bytes(data)
         try:
-            return load_checkpoint(target)
+            model = loader(target)
         except CheckpointError as exc:
             raise CheckpointError(str(exc).replace(str(target), name)) from None
+    meta = getattr(model, "meta", None)
+    if isinstance(meta, dict) and meta.get("converted_from") == str(target):
+        meta["converted_from"] = name
+    return model
+
+
+def load_checkpoint_bytes(data: bytes, name: str = "<upload>") -> GroupingNet:
+    """:func:`load_checkpoint` for in-memory bytes (e.g. an upload); ``name`` appears in errors."""
+    return _from_bytes(data, name, load_checkpoint)
+
+
+def open_any_checkpoint_bytes(data: bytes, name: str = "<upload>") -> GroupingNet:
+    """:func:`open_any_checkpoint` for in-memory bytes (e.g. an upload); ``name`` appears in errors."""
+    return _from_bytes(data, name, open_any_checkpoint)
 
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_checkpoint_bytes", "read_checkpoint_info",
+           "open_any_checkpoint", "open_any_checkpoint_bytes", "ForeignCheckpointError",
            "check_state_fits", "FORMAT_VERSION"]
