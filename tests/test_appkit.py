@@ -158,7 +158,7 @@ def test_neighbours_match_brute_force(subset: list[int] | None) -> None:
 
 def test_all_group_similarity_is_the_embedding_cosine(model: torch.nn.Module) -> None:
     x = torch.randn(6, 3, 48, 48)
-    enc = analysis.encode(model, x, batch_size=4)  # chunked == one batch
+    enc = analysis.embed_tensors(model, x, batch_size=4)  # chunked == one batch
     with torch.no_grad():
         out = model(x)
     np.testing.assert_allclose(enc.embedding, out.embedding.numpy(), atol=1e-5)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dgml_viz.inference import batched, infer
 from dgml_viz.metrics.diversity import attention_entropy
 from dgml_viz.metrics.invariance import permute_positions, shift_images
 from dgml_viz.metrics.localisation import part_attention_mass
@@ -46,17 +47,10 @@ class Encoded:
     attention: np.ndarray | None
 
 
-def encode(model: nn.Module, x: Tensor, batch_size: int = 128) -> Encoded:
-    """Run ``model`` on ``[B, 3, S, S]`` (in chunks, inference mode) -> :class:`Encoded`."""
-    embs, groups, atts = [], [], []
-    with torch.inference_mode():
-        for i in range(0, len(x), batch_size):
-            out = model(x[i:i + batch_size])
-            embs.append(out.embedding.float().cpu())
-            groups.append(out.groups.float().cpu())
-            if out.attention is not None:
-                atts.append(out.attention.float().cpu())
-    return Encoded(torch.cat(embs).numpy(), torch.cat(groups).numpy(), torch.cat(atts).numpy() if atts else None)
+def embed_tensors(model: nn.Module, x: Tensor, batch_size: int = 128) -> Encoded:
+    """Run ``model`` on ``[B, 3, S, S]`` in chunks (the one inference loop) -> :class:`Encoded` (numpy)."""
+    out = infer(model, batched(x, batch_size))
+    return Encoded(out.embedding.numpy(), out.groups.numpy(), None if out.attention is None else out.attention.numpy())
 
 
 def group_stats(attention: np.ndarray, part_masks: np.ndarray | None = None,
@@ -115,7 +109,7 @@ class GalleryIndex:
 def build_gallery_index(model: nn.Module, tensors: Tensor, views: np.ndarray, labels: Sequence[int],
                         names: Sequence[str], batch_size: int = 128) -> GalleryIndex:
     """Embed ``tensors`` ``[N, 3, S, S]`` once; keep their views ``[N, S, S, 3]``, labels and names."""
-    enc = encode(model, tensors, batch_size)
+    enc = embed_tensors(model, tensors, batch_size)
     return GalleryIndex(groups=enc.groups, attention=enc.attention, views=np.asarray(views),
                         labels=np.asarray(labels, dtype=np.int64), names=list(names))
 

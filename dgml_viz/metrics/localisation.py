@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -199,7 +199,6 @@ def uniform_attention(n: int, k: int, h: int, w: int) -> Tensor:
     return torch.full((n, k, h, w), 1.0 / (h * w))
 
 
-@torch.no_grad()
 def collect_attention(model: torch.nn.Module, dataset: Any, indices: Sequence[int] | None = None,
                       batch_size: int = 64) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
     """Run ``model`` over dataset items that carry ``part_masks``.
@@ -213,24 +212,21 @@ def collect_attention(model: torch.nn.Module, dataset: Any, indices: Sequence[in
         ``(embedding [N, K*d], groups [N, K, d], labels [N], attention [N, K, h, w] | None,
         part_masks [N, P, H, W] | None)`` on CPU, float32 / bool.
     """
+    from dgml_viz.inference import infer
+
     idx = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    emb, grp, lab, att, masks = [], [], [], [], []
-    for start in range(0, len(idx), batch_size):
-        items = [dataset[i] for i in idx[start:start + batch_size]]
-        out = model(torch.stack([it["image"] for it in items]).to(device))
-        emb.append(out.embedding.float().cpu())
-        grp.append(out.groups.float().cpu())
-        lab.append(torch.tensor([int(it["label"]) for it in items]))
-        if out.attention is not None:
-            att.append(out.attention.float().cpu())
-        if "part_masks" in items[0]:
-            masks.append(torch.stack([it["part_masks"] for it in items]))
-    model.train(was_training)
-    return (torch.cat(emb), torch.cat(grp), torch.cat(lab), torch.cat(att) if att else None,
-            torch.cat(masks) if masks else None)
+
+    def batches() -> Iterator[dict[str, Tensor]]:
+        for start in range(0, len(idx), batch_size):
+            items = [dataset[i] for i in idx[start:start + batch_size]]
+            batch = {"image": torch.stack([it["image"] for it in items]),
+                     "label": torch.tensor([int(it["label"]) for it in items])}
+            if "part_masks" in items[0]:
+                batch["part_masks"] = torch.stack([it["part_masks"] for it in items])
+            yield batch
+
+    out = infer(model, batches(), extras=("label", "part_masks"))
+    return out.embedding, out.groups, out.extras["label"], out.attention, out.extras.get("part_masks")
 
 
 def benchmark_report(model: torch.nn.Module, dataset: Any, indices: Sequence[int] | None = None,

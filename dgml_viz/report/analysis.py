@@ -26,14 +26,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dgml_viz.inference import infer, model_device
 from dgml_viz.metrics import diversity as D
-from dgml_viz.metrics import faithfulness as F
+from dgml_viz.metrics import faithfulness
 from dgml_viz.metrics.bootstrap import bootstrap_ci, bootstrap_ci_columns
 from dgml_viz.metrics.invariance import permutation_certificate, translation_curve
 from dgml_viz.metrics.keypoints import keypoint_report
@@ -71,48 +72,38 @@ class Collected:
     size: tuple[int, int]
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter (CPU for parameter-free modules)."""
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def collect(model: nn.Module, batches: Iterable[dict[str, Any]], keep_images: int) -> Collected:
     """One inference pass over collated batches (dicts with ``image`` ``[B, 3, H, W]`` etc.).
 
     ``label`` is kept unless every label is negative (unlabelled folders use -1).
     """
-    dev = model_device(model)
-    cols: dict[str, list[Tensor]] = {k: [] for k in ("groups", "embedding", "attention", "label", "part_masks",
-                                                      "keypoints", "bbox", "image")}
-    kept = 0
+    shown: list[Tensor] = []
     size: tuple[int, int] = (0, 0)
-    with torch.inference_mode():
-        for batch in batches:
+
+    def tee(items: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        nonlocal size
+        kept = 0
+        for batch in items:
             x = batch["image"]
             size = (int(x.shape[-2]), int(x.shape[-1]))
-            out = model(x.to(dev))
-            cols["groups"].append(out.groups.float().cpu())
-            cols["embedding"].append(out.embedding.float().cpu())
-            if out.attention is not None:
-                cols["attention"].append(out.attention.float().cpu())
-            for key in ("label", "part_masks", "keypoints", "bbox"):
-                if key in batch:
-                    cols[key].append(torch.as_tensor(batch[key]).cpu())
             if kept < keep_images:
-                cols["image"].append(x[: keep_images - kept].cpu())
-                kept += len(cols["image"][-1])
-    if not cols["groups"]:
-        raise ValueError("no images to analyse")
+                shown.append(x[: keep_images - kept].cpu())
+                kept += len(shown[-1])
+            yield batch
+
+    try:
+        out = infer(model, tee(batches), extras=("label", "part_masks", "keypoints", "bbox"))
+    except ValueError:
+        raise ValueError("no images to analyse") from None
 
     def cat(key: str) -> Tensor | None:
-        return torch.cat(cols[key]) if cols[key] else None
+        return out.extras.get(key)
 
     labels = cat("label")
     if labels is not None and (labels < 0).all():
         labels = None
-    images = cat("image")
-    return Collected(groups=cat("groups"), embedding=cat("embedding"), attention=cat("attention"),
+    images = torch.cat(shown) if shown else None
+    return Collected(groups=out.groups, embedding=out.embedding, attention=out.attention,
                      labels=labels, part_masks=cat("part_masks"), keypoints=cat("keypoints"),
                      bboxes=cat("bbox"), images=images if images is not None else torch.zeros(0, 3, *size),
                      size=size)
@@ -136,40 +127,40 @@ def _masked(values: Tensor, valid: Tensor) -> Tensor:
     return torch.where(valid, values.float(), torch.full_like(values.float(), float("nan")))
 
 
-def diversity_section(c: Collected, st: _Stats, top_mass: float = 0.5) -> tuple[dict[str, Any], dict[str, Tensor]]:
+def diversity_section(c: Collected, stats: _Stats, top_mass: float = 0.5) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Diversity numbers (+ per-image arrays for the per-class section)."""
     k = c.groups.shape[1]
     out: dict[str, Any] = {"num_groups": k, "pairs": D.pair_names(k), "top_mass": top_mass}
     per_image: dict[str, Tensor] = {}
     if k > 1:
         cos = D.pair_values(D.group_cosine(c.groups))  # [N, pairs]
-        out["cosine"] = {"mean": st.ci(cos.mean(1)), "per_pair": st.cols(cos),
+        out["cosine"] = {"mean": stats.ci(cos.mean(1)), "per_pair": stats.cols(cos),
                          "matrix": D.group_cosine(c.groups).mean(0).tolist()}
         per_image["cosine"] = cos.mean(1)
     if c.attention is not None:
         ent = D.attention_entropy(c.attention)  # [N, K]
-        out["entropy"] = {"mean": st.ci(ent.mean(1)), "per_group": st.cols(ent)}
+        out["entropy"] = {"mean": stats.ci(ent.mean(1)), "per_group": stats.cols(ent)}
         per_image["entropy"] = ent.mean(1)
         if k > 1:
             hi_m = D.histogram_intersection(c.attention)
             inter = D.pair_values(hi_m)
             iou = D.pair_values(D.top_mass_iou(c.attention, top_mass))
-            out["intersection"] = {"mean": st.ci(inter.mean(1)), "per_pair": st.cols(inter),
+            out["intersection"] = {"mean": stats.ci(inter.mean(1)), "per_pair": stats.cols(inter),
                                    "matrix": hi_m.mean(0).tolist()}
-            out["iou"] = {"mean": st.ci(iou.mean(1)), "per_pair": st.cols(iou)}
+            out["iou"] = {"mean": stats.ci(iou.mean(1)), "per_pair": stats.cols(iou)}
             per_image["intersection"] = inter.mean(1)
             per_image["iou"] = iou.mean(1)
     if c.labels is not None:
         hits, valid = D.per_query_hits(c.embedding, c.labels)
-        out["recall@1"] = st.ci(_masked(hits, valid))
+        out["recall@1"] = stats.ci(_masked(hits, valid))
         per_image["hits"] = _masked(hits, valid)
         if k > 1:
             g_hits, g_valid = D.per_group_query_hits(c.groups, c.labels)
-            out["group_recall@1"] = st.cols(_masked(g_hits, g_valid[:, None].expand_as(g_hits)))
+            out["group_recall@1"] = stats.cols(_masked(g_hits, g_valid[:, None].expand_as(g_hits)))
     return out, per_image
 
 
-def localisation_section(c: Collected, st: _Stats) -> tuple[dict[str, Any], dict[str, Tensor]]:
+def localisation_section(c: Collected, stats: _Stats) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Group <-> part matching, shares and pointing game, with the uniform-map chance level."""
     assert c.attention is not None and c.part_masks is not None
     masks = c.part_masks.bool()
@@ -180,13 +171,13 @@ def localisation_section(c: Collected, st: _Stats) -> tuple[dict[str, Any], dict
     share = mass[:, torch.arange(len(assign)), assign.clamp_min(0)] * (assign >= 0)  # [N, K]
     chance = localisation_report(uniform_attention(*c.attention.shape), masks)
     out = rep.to_dict()
-    out.update(pointing_ci=st.cols(hits), share_ci=st.cols(share), mean_pointing=st.ci(hits.mean(1)),
-               mean_share=st.ci(share.mean(1)), chance={"share": chance.share, "pointing": chance.pointing,
+    out.update(pointing_ci=stats.cols(hits), share_ci=stats.cols(share), mean_pointing=stats.ci(hits.mean(1)),
+               mean_share=stats.ci(share.mean(1)), chance={"share": chance.share, "pointing": chance.pointing,
                                                          "area_share": chance.area_share})
     return out, {"pointing": hits.mean(1)}
 
 
-def keypoint_section(c: Collected, st: _Stats, part_names: Sequence[str] | None) -> dict[str, Any]:
+def keypoint_section(c: Collected, stats: _Stats, part_names: Sequence[str] | None) -> dict[str, Any]:
     """Nearest-keypoint distribution, purity and normalised peak distance per group."""
     assert c.attention is not None and c.keypoints is not None
     rep = keypoint_report(c.attention, c.keypoints.float(), c.size, c.bboxes,
@@ -194,7 +185,7 @@ def keypoint_section(c: Collected, st: _Stats, part_names: Sequence[str] | None)
     dist = torch.tensor(rep["per_image"].pop("distance_to_dominant"))
     rep["per_image"].pop("nearest")
     rep.pop("per_image")
-    rep["distance_ci"] = st.cols(dist)
+    rep["distance_ci"] = stats.cols(dist)
     rep["mean_purity"] = float(np.mean(rep["purity"]))
     return rep
 
@@ -207,25 +198,25 @@ def saliency_maps(model: nn.Module, images: Tensor, attention: Tensor | None, *,
     size = tuple(images.shape[-2:])
     maps: dict[str, Tensor] = {}
     if attention is not None:
-        maps["attention"] = F.attention_saliency(attention, size)
+        maps["attention"] = faithfulness.attention_saliency(attention, size)
     with torch.inference_mode():
         reference = model(images).groups
     reference = reference.clone()
     maps["integrated_gradients"] = integrated_gradients(model, images, reference=reference, baselines=ig_baselines,
                                                         n_steps=ig_steps, internal_batch_size=ig_internal_batch_size)
     maps["grad_cam"] = grad_cam(model, images, reference=reference)
-    maps["random"] = F.random_saliency(len(images), size, seed=seed).to(images.device)
+    maps["random"] = faithfulness.random_saliency(len(images), size, seed=seed).to(images.device)
     return maps
 
 
-def faithfulness_section(model: nn.Module, c: Collected, st: _Stats, *, steps: int, baseline: str,
+def faithfulness_section(model: nn.Module, c: Collected, stats: _Stats, *, steps: int, baseline: str,
                          ig_steps: int, ig_internal_batch_size: int, batch_size: int, seed: int) -> dict[str, Any]:
     """Deletion/insertion curves and AUCs per ordering (``c.images``: the first M images)."""
     dev = model_device(model)
     images = c.images.to(dev)
     n = len(images)
     att = c.attention[:n].to(dev) if c.attention is not None else None
-    base = F.make_baseline(images, baseline)
+    base = faithfulness.make_baseline(images, baseline)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     maps = saliency_maps(model, images, att, ig_steps=ig_steps, ig_baselines=base,
@@ -241,15 +232,15 @@ def faithfulness_section(model: nn.Module, c: Collected, st: _Stats, *, steps: i
     for name in METHODS:
         if name not in maps:
             continue
-        cur = F.faithfulness_curves(model, images, maps[name], steps=steps, baseline=base, reference=reference,
+        cur = faithfulness.faithfulness_curves(model, images, maps[name], steps=steps, baseline=base, reference=reference,
                                     batch_size=batch_size)
         dele[name], ins[name] = cur["deletion_auc"].mean(1), cur["insertion_auc"].mean(1)
         out["fractions"] = cur["fractions"].tolist()
         out["methods"][name] = {
-            "deletion_auc": st.ci(dele[name]),
-            "insertion_auc": st.ci(ins[name]),
-            "deletion_auc_per_group": st.cols(cur["deletion_auc"]),
-            "insertion_auc_per_group": st.cols(cur["insertion_auc"]),
+            "deletion_auc": stats.ci(dele[name]),
+            "insertion_auc": stats.ci(ins[name]),
+            "deletion_auc_per_group": stats.cols(cur["deletion_auc"]),
+            "insertion_auc_per_group": stats.cols(cur["insertion_auc"]),
             "deletion_curve": cur["deletion"].mean(dim=(0, 1)).tolist(),
             "insertion_curve": cur["insertion"].mean(dim=(0, 1)).tolist(),
         }
@@ -257,8 +248,8 @@ def faithfulness_section(model: nn.Module, c: Collected, st: _Stats, *, steps: i
     # paired differences against random on the same images:
     # deletion < 0 and insertion > 0 mean "better than a random order"
     out["vs_random"] = {
-        name: {"deletion_auc_diff": st.ci(dele[name] - dele["random"]),
-               "insertion_auc_diff": st.ci(ins[name] - ins["random"])}
+        name: {"deletion_auc_diff": stats.ci(dele[name] - dele["random"]),
+               "insertion_auc_diff": stats.ci(ins[name] - ins["random"])}
         for name in dele if name != "random"
     }
     out["timings"] = timings
@@ -323,23 +314,23 @@ def analyse_model(model: nn.Module, batches: Iterable[dict[str, Any]], *, class_
     t0 = time.perf_counter()
     c = collect(model, batches, keep_images=max(faithfulness_images, invariance_images))
     timings["forward_s"] = time.perf_counter() - t0
-    st = _Stats(num_resamples, seed)
+    stats = _Stats(num_resamples, seed)
     skipped: dict[str, str] = {}
     report: dict[str, Any] = {"num_images": int(len(c.groups)), "num_groups": int(c.groups.shape[1]),
                               "has_attention": c.attention is not None, "image_size": list(c.size)}
     t0 = time.perf_counter()
-    report["diversity"], per_image = diversity_section(c, st)
+    report["diversity"], per_image = diversity_section(c, stats)
     timings["diversity_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     if c.part_masks is not None and c.attention is not None:
-        report["localisation"], loc_img = localisation_section(c, st)
+        report["localisation"], loc_img = localisation_section(c, stats)
         per_image.update(loc_img)
     else:
         report["localisation"] = None
         skipped["localisation"] = "no part masks" if c.part_masks is None else "model has no attention maps"
     if c.keypoints is not None and c.attention is not None:
-        report["keypoints"] = keypoint_section(c, st, part_names)
+        report["keypoints"] = keypoint_section(c, stats, part_names)
     else:
         report["keypoints"] = None
         skipped["keypoints"] = "no keypoints" if c.keypoints is None else "model has no attention maps"
@@ -348,7 +339,7 @@ def analyse_model(model: nn.Module, batches: Iterable[dict[str, Any]], *, class_
     t0 = time.perf_counter()
     if faithfulness_images > 0 and len(c.images):
         sub = Collected(**{**c.__dict__, "images": c.images[:faithfulness_images]})
-        report["faithfulness"] = faithfulness_section(model, sub, st, steps=steps, baseline=baseline,
+        report["faithfulness"] = faithfulness_section(model, sub, stats, steps=steps, baseline=baseline,
                                                       ig_steps=ig_steps, ig_internal_batch_size=ig_internal_batch_size,
                                                       batch_size=batch_size, seed=seed)
     else:

@@ -26,7 +26,6 @@ import logging
 import math
 import random
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -40,6 +39,7 @@ from dgml_viz.data.registry import build_dataset, dataset_spec
 from dgml_viz.data.sampler import ClassBalancedBatchSampler
 from dgml_viz.data.train_transforms import build_transforms
 from dgml_viz.errors import CheckpointError, ConfigError, DatasetError
+from dgml_viz.inference import autocast, infer, model_device
 from dgml_viz.model.checkpoint import check_state_fits
 from dgml_viz.metrics.retrieval import retrieval_metrics
 from dgml_viz.train.config import config_from_dict, dump_config
@@ -210,35 +210,16 @@ def build_model(config: dict[str, Any]) -> nn.Module:
 # --------------------------------------------------------------------------- evaluation
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
-@torch.no_grad()
 def compute_embeddings(model: nn.Module, dataset: Dataset, batch_size: int = 128, num_workers: int = 0,
                        amp: bool = True, channels_last: bool = False, progress: bool = False
                        ) -> tuple[Tensor, Tensor, Tensor]:
-    """Embed a dataset: ``(embedding [N, K*d], groups [N, K, d], labels [N])`` float32 on CPU."""
-    net = getattr(model, "module", model)
-    device = next(net.parameters()).device
-    was_training = net.training
-    net.eval()
+    """Embed a dataset: ``(embedding [N, K*d], groups [N, K, d], labels [N])`` float32 on CPU
+    (the one inference loop, :func:`dgml_viz.inference.infer`)."""
+    device = model_device(getattr(model, "module", model))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_items, pin_memory=device.type == "cuda")
-    embs, groups, labels = [], [], []
-    for batch in tqdm(loader, desc="embed", leave=False, disable=None if progress else True):
-        images = batch["image"].to(device, non_blocking=True)
-        if channels_last and device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp):
-            out = net(images)
-        embs.append(out.embedding.float().cpu())
-        groups.append(out.groups.float().cpu())
-        labels.append(batch["label"])
-    net.train(was_training)
-    return torch.cat(embs), torch.cat(groups), torch.cat(labels)
+    out = infer(model, loader, extras=("label",), amp=amp, channels_last=channels_last, progress=progress)
+    return out.embedding, out.groups, out.extras["label"]
 
 
 def evaluate_model(model: nn.Module, query: Dataset, gallery: Dataset | None = None,
@@ -433,7 +414,7 @@ class _Trainer:
             labels = batch["label"].to(self.device, non_blocking=True)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            with _autocast(self.device, self.amp):
+            with autocast(self.device, self.amp):
                 out = self.net(images)
             res = self.loss(out.groups.float(), labels, out.attention)
             self.optimizer.zero_grad(set_to_none=True)
