@@ -9,6 +9,7 @@ import streamlit as st
 
 from app import charts, state
 from dgml_viz.appkit import views
+from dgml_viz.appkit.settings import checkpoint_label
 from dgml_viz.errors import DgmlVizError
 
 handle: state.ModelHandle = st.session_state["_handle"]
@@ -101,24 +102,30 @@ charts.line_chart(df, "shift (pixels)", "cosine to the original", key="inv_curve
 
 # ----------------------------------------------------------------------------- (c) other heads
 st.subheader("(c) Baseline heads for contrast")
-others = []
-for path in state.checkpoint_choices():
-    if path in (state.UPLOAD_LABEL, state.FALLBACK_LABEL) or f"file:{path}:" in handle.key:
-        continue
+# only the picked checkpoints are loaded: the folder may be a whole training output tree
+candidates = [p for p in state.checkpoint_choices()
+              if p not in (state.UPLOAD_LABEL, state.FALLBACK_LABEL) and f"file:{p}:" not in handle.key]
+picks = st.multiselect("compare with", candidates, default=candidates[:3], key="inv_others",
+                       format_func=lambda p: checkpoint_label(Path(p))) if candidates else []
+others, skipped = [], []
+for path in picks:
     try:
         other = state.model_from_file(Path(path))
-    except DgmlVizError:
+    except DgmlVizError as exc:
+        skipped.append(f"{checkpoint_label(Path(path))}: {exc}")
         continue
     if other.transform["size"] == handle.transform["size"]:
         others.append(other)
+    else:
+        skipped.append(f"{other.label}: input {other.transform['size']} px, not {handle.transform['size']} px")
+for line in skipped:
+    st.caption(f"not compared: {line}")
 if not others:
     st.info("Load gap / gate (or other) checkpoints of the same input size into the checkpoint folder to "
             "compare their invariance with this model's.")
 else:
-    picks = st.multiselect("compare with", [o.label for o in others], default=[o.label for o in others][:3],
-                           key="inv_others")
     rows, curves = [], {f"{handle.label} ({handle.model.config.head})": curve["embedding_cosine"]}
-    for o in [o for o in others if o.label in picks]:
+    for o in others:
         ox = state.prepared(o, image).tensor
         p = state.permutation_probe(o.key, image.key, int(st.session_state["inv_seed"]), o.model, ox)
         cv = state.translation_curve(o.key, image.key, mode, axis, shifts, o.model, ox)
