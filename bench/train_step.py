@@ -91,7 +91,7 @@ def main() -> None:
 
     def ref_step() -> None:
         groups = ref(images)
-        loss = ref_loss(groups, labels).total
+        loss = ref_loss(groups, labels)["total"]
         ref_opt.zero_grad()
         loss.backward()
         _host = [p.grad.detach().cpu().numpy() for p in ref_params if p.grad is not None]  # noqa: F841
@@ -114,7 +114,7 @@ def main() -> None:
     def our_step() -> None:
         with ctx():
             out = net(x)
-        loss = loss_fn(out.groups.float(), labels).total
+        loss = loss_fn(out.groups.float(), labels)["total"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -77,7 +77,7 @@ def main() -> None:
 
     def full() -> None:
         out = model(x)
-        loss = loss_fn(out.groups, labels, out.attention).total
+        loss = loss_fn(out.groups, labels, out.attention)["total"]
         opt_full.zero_grad(set_to_none=True)
         loss.backward()
         opt_full.step()
@@ -85,14 +85,14 @@ def main() -> None:
     def head_and_loss() -> None:
         f = feats.detach().requires_grad_(True)  # the gradient to the tokens is part of the head's cost
         out = model.head(f)
-        loss = loss_fn(out.groups, labels, out.attention).total
+        loss = loss_fn(out.groups, labels, out.attention)["total"]
         opt_head.zero_grad(set_to_none=True)
         loss.backward()
         opt_head.step()
 
     def loss_only() -> None:
         g = groups.detach().requires_grad_(True)
-        loss = loss_fn(g, labels, None).total
+        loss = loss_fn(g, labels, None)["total"]
         opt_loss.zero_grad(set_to_none=True)
         loss.backward()
         opt_loss.step()

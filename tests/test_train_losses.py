@@ -58,9 +58,9 @@ def test_grouped_margin_loss_is_mean_of_per_group_pml_losses() -> None:
     torch.manual_seed(1)  # same miner draws
     manual = torch.stack([lf(groups[:, g], labels, m(groups[:, g], labels))
                           for g, (lf, m) in enumerate(zip(loss.losses, loss.miners))]).mean()
-    assert out.metric.item() == pytest.approx(manual.item(), rel=1e-6)
-    assert out.total.item() == pytest.approx(manual.item() + 0.5 * diversity_loss(groups).item(), rel=1e-6)
-    out.total.backward()
+    assert out["metric"].item() == pytest.approx(manual.item(), rel=1e-6)
+    assert out["total"].item() == pytest.approx(manual.item() + 0.5 * diversity_loss(groups).item(), rel=1e-6)
+    out["total"].backward()
     assert all(lf.beta.grad is not None for lf in loss.losses)
 
 
@@ -76,8 +76,8 @@ def test_concat_option_is_one_pml_loss_on_the_retrieval_embedding() -> None:
     torch.manual_seed(1)
     ref_loss = pml_losses.MarginLoss(margin=0.2, nu=0, beta=1.2, learn_beta=True, num_classes=4)
     manual = ref_loss(retrieval, labels, loss.miners[0](retrieval, labels))
-    assert out.metric.item() == pytest.approx(manual.item(), rel=1e-6)
-    assert out.total.item() == pytest.approx(manual.item() + 0.5 * diversity_loss(groups).item(), rel=1e-6)
+    assert out["metric"].item() == pytest.approx(manual.item(), rel=1e-6)
+    assert out["total"].item() == pytest.approx(manual.item() + 0.5 * diversity_loss(groups).item(), rel=1e-6)
     with pytest.raises(Exception, match="metric_on"):
         GroupedMetricLoss(3, num_classes=4, metric_on="pooled")
 
@@ -85,7 +85,7 @@ def test_concat_option_is_one_pml_loss_on_the_retrieval_embedding() -> None:
 def test_multi_similarity_option() -> None:
     loss = GroupedMetricLoss(2, num_classes=4, kind="multi_similarity")
     out = loss(F.normalize(torch.randn(8, 2, 6), dim=-1), torch.arange(4).repeat(2))
-    assert torch.isfinite(out.total) and not list(loss.parameters())
+    assert torch.isfinite(out["total"]) and not list(loss.parameters())
 
 
 @pytest.mark.parametrize("head", ["attentive", "gap", "gate", "multi_linear", "channel"])
@@ -122,19 +122,19 @@ def _grouped_inputs(b: int, k: int, h: int, w: int, classes: int):
     return groups, labels, logits, logits.flatten(2).softmax(-1).view(b, k, h, w)
 
 
-def check_attention_term(field: str, option: str, weight: float, ref: float, groups: torch.Tensor,
+def check_attention_term(term: str, option: str, weight: float, ref: float, groups: torch.Tensor,
                          labels: torch.Tensor, logits: torch.Tensor, att: torch.Tensor) -> GroupedMetricLoss:
     """Off by default (not computed); on, the term == ``ref`` and adds ``weight * ref``; gradients reach the logits."""
     classes = int(labels.max()) + 1
     torch.manual_seed(1)  # same miner draws for both
     base = GroupedMetricLoss(3, num_classes=classes)(groups, labels, att)
-    assert getattr(base, field).item() == 0.0
+    assert base[term].item() == 0.0
     on = GroupedMetricLoss(3, num_classes=classes, **{option: weight})
     torch.manual_seed(1)
     out = on(groups, labels, att)
-    assert getattr(out, field).item() == pytest.approx(ref, rel=1e-5)
-    assert out.total.item() == pytest.approx(base.total.item() + weight * ref, rel=1e-5)
-    out.total.backward()
+    assert out[term].item() == pytest.approx(ref, rel=1e-5)
+    assert out["total"].item() == pytest.approx(base["total"].item() + weight * ref, rel=1e-5)
+    out["total"].backward()
     assert logits.grad is not None and torch.isfinite(logits.grad).all()
     return on
 
@@ -143,13 +143,13 @@ def test_entropy_term_is_mean_normalised_entropy_and_off_by_default() -> None:
     groups, labels, logits, att = _grouped_inputs(8, 3, 4, 5, classes=4)
     # reference: explicit loop over maps, entropy / log(h*w)
     ref = sum(-(m * m.log()).sum().item() / math.log(20) for m in att.detach().flatten(2).reshape(-1, 20)) / 24
-    on = check_attention_term("entropy", "lambda_ent", 0.7, ref, groups, labels, logits, att)
+    on = check_attention_term("ent", "lambda_ent", 0.7, ref, groups, labels, logits, att)
     # uniform maps have normalised entropy 1, one-hot maps 0
     uniform = torch.full((2, 3, 4, 5), 1 / 20)
     onehot = torch.zeros(2, 3, 20)
     onehot[..., 7] = 1.0
-    assert on(groups[:2], labels[:2], uniform).entropy.item() == pytest.approx(1.0, abs=1e-6)
-    assert on(groups[:2], labels[:2], onehot.view(2, 3, 4, 5)).entropy.item() == pytest.approx(0.0, abs=1e-6)
+    assert on(groups[:2], labels[:2], uniform)["ent"].item() == pytest.approx(1.0, abs=1e-6)
+    assert on(groups[:2], labels[:2], onehot.view(2, 3, 4, 5))["ent"].item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_spread_term_is_mean_spatial_variance_of_the_maps() -> None:
@@ -200,11 +200,11 @@ def test_overlap_term_is_pairwise_histogram_intersection() -> None:
     loss = GroupedMetricLoss(3, num_classes=3, lambda_overlap=0.3)
     torch.manual_seed(1)
     out = loss(groups, labels, att)
-    assert out.overlap.item() == pytest.approx(ref, rel=1e-5)
+    assert out["overlap"].item() == pytest.approx(ref, rel=1e-5)
     torch.manual_seed(1)
     base = GroupedMetricLoss(3, num_classes=3)(groups, labels, att)
-    assert out.total.item() == pytest.approx(base.total.item() + 0.3 * ref, rel=1e-5)
-    out.total.backward()
+    assert out["total"].item() == pytest.approx(base["total"].item() + 0.3 * ref, rel=1e-5)
+    out["total"].backward()
     assert logits.grad is not None and torch.isfinite(logits.grad).all()
 
 
@@ -214,12 +214,44 @@ def test_overlap_radius_counts_neighbouring_cells_as_overlap() -> None:
     att[0, 0, 2, 1] = 1.0
     att[0, 1, 2, 2] = 1.0  # next cell: disjoint maps
     plain = GroupedMetricLoss(2, num_classes=1, lambda_overlap=1.0)(groups, torch.zeros(1, dtype=torch.long), att)
-    assert plain.overlap.item() == 0.0
+    assert plain["overlap"].item() == 0.0
     wide = GroupedMetricLoss(2, num_classes=1, lambda_overlap=1.0, overlap_radius=1)
     out = wide(groups, torch.zeros(1, dtype=torch.long), att)
     # 3x3 box filter: both maps cover the cells of columns 1-2 in rows 1-3 (2 x 3 cells of 1/9 each)
-    assert out.overlap.item() == pytest.approx(6 / 9, rel=1e-6)
+    assert out["overlap"].item() == pytest.approx(6 / 9, rel=1e-6)
     far = att.clone()
     far[0, 1] = 0.0
     far[0, 1, 2, 4] = 1.0  # three cells apart: no overlap even with radius 1
-    assert wide(groups, torch.zeros(1, dtype=torch.long), far).overlap.item() == 0.0
+    assert wide(groups, torch.zeros(1, dtype=torch.long), far)["overlap"].item() == 0.0
+
+
+def test_named_terms_compose_the_total_exactly_as_the_weighted_sum() -> None:
+    """Every term comes back by name; ``total`` is bit-identical to the former fixed-slot computation
+    ``metric + l_div*div + l_ent*ent + l_overlap*overlap + l_spread*spread`` (added in that order)."""
+    from dgml_viz.metrics.diversity import attention_entropy, attention_spread
+    from dgml_viz.train.losses import TERM_NAMES
+
+    groups, labels, logits, att = _grouped_inputs(8, 3, 4, 5, classes=4)
+    weights = {"lambda_div": 0.3, "lambda_ent": 0.7, "lambda_overlap": 0.2, "lambda_spread": 1.5}
+    loss = GroupedMetricLoss(3, num_classes=4, **weights)
+    torch.manual_seed(1)
+    out = loss(groups, labels, att)
+    assert list(out) == ["total", *TERM_NAMES] and all(v.dim() == 0 for v in out.values())
+    expected = (out["metric"] + 0.3 * out["div"] + 0.7 * out["ent"] + 0.2 * out["overlap"]
+                + 1.5 * out["spread"])
+    assert torch.equal(out["total"], expected)
+    # and each term is the independent reference
+    torch.manual_seed(1)
+    manual = torch.stack([lf(groups[:, g], labels, m(groups[:, g], labels))
+                          for g, (lf, m) in enumerate(zip(loss.losses, loss.miners))]).mean()
+    assert out["metric"].item() == pytest.approx(manual.item(), rel=1e-6)
+    assert out["div"].item() == pytest.approx(diversity_loop(groups, 2.0, 0.5, 25.0).item(), rel=1e-5)
+    assert out["ent"].item() == pytest.approx(attention_entropy(att).mean().item(), rel=1e-6)
+    assert out["spread"].item() == pytest.approx(attention_spread(att).mean().item(), rel=1e-6)
+    pairs = [torch.minimum(att[:, i], att[:, j]).flatten(1).sum(1).mean().item() for i, j in ((0, 1), (0, 2), (1, 2))]
+    assert out["overlap"].item() == pytest.approx(sum(pairs) / 2, rel=1e-5)
+    # weights off: the terms are not computed and read 0
+    torch.manual_seed(1)
+    plain = GroupedMetricLoss(3, num_classes=4)(groups, labels, att)
+    assert [plain[n].item() for n in TERM_NAMES[1:]] == [0.0] * 4
+    assert torch.equal(plain["total"], plain["metric"])

@@ -239,6 +239,11 @@ def evaluate_model(model: nn.Module, query: Dataset, gallery: Dataset | None = N
 # --------------------------------------------------------------------------- logging
 
 
+def loss_column(term: str) -> str:
+    """log.csv column of a loss term: ``"loss"`` for ``"total"``, else ``"<term>_loss"``."""
+    return "loss" if term == "total" else f"{term}_loss"
+
+
 def write_csv(path: Path, history: list[dict[str, Any]]) -> None:
     """Rewrite the per-epoch log atomically (columns: union of keys, first-seen order)."""
     import csv
@@ -403,7 +408,7 @@ class _Trainer:
         self.loss.lambda_ent, self.loss.lambda_overlap, self.loss.lambda_spread = attention_weights(t, self.epoch)
         _seed_everything(t["seed"], self.epoch, self.info.rank)
         self.net.train()
-        sums = torch.zeros(6, dtype=torch.float64, device=self.device)
+        sums: dict[str, Tensor] = {}  # term name -> float64 running sum, whatever terms the loss returns
         n, images_seen, stop = 0, 0, False
         t0 = time.perf_counter()
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{t['epochs']}", leave=False,
@@ -418,16 +423,17 @@ class _Trainer:
                 out = self.net(images)
             res = self.loss(out.groups.float(), labels, out.attention)
             self.optimizer.zero_grad(set_to_none=True)
-            res.total.backward()
+            res["total"].backward()
             average_gradients(loss_params, self.info)
             self.optimizer.step()
-            sums += torch.stack([res.total.detach(), res.metric.detach(), res.diversity.detach(),
-                                 res.entropy.detach(), res.overlap.detach(), res.spread.detach()]).double()
+            for name, value in res.items():
+                term = value.detach().double()
+                sums[name] = sums[name] + term if name in sums else term
             n += 1
             images_seen += len(images)
             self.step += 1
             if self.progress and n % 10 == 0:
-                bar.set_postfix(loss=f"{(sums[0] / n).item():.4f}")
+                bar.set_postfix(loss=f"{(sums['total'] / n).item():.4f}")
             if t["max_steps"] is not None and self.step >= t["max_steps"]:
                 stop = True
             if deadline is not None and time.perf_counter() >= deadline:
@@ -438,10 +444,10 @@ class _Trainer:
         bar.close()
         broadcast_buffers(self.model, self.info)  # DDP syncs buffers before each forward, not after the last
         dt = time.perf_counter() - t0
-        means = (sums / max(n, 1)).tolist()
-        row = {"epoch": self.epoch + 1, "step": self.step, "loss": means[0], "metric_loss": means[1],
-               "div_loss": means[2], "ent_loss": means[3], "overlap_loss": means[4], "spread_loss": means[5], "lr": self.optimizer.param_groups[0]["lr"], "epoch_time_s": dt,
-               "images_per_s": images_seen * self.info.world_size / dt if dt > 0 else math.nan}
+        row: dict[str, Any] = {"epoch": self.epoch + 1, "step": self.step}
+        row.update({loss_column(name): (total / max(n, 1)).item() for name, total in sums.items()})
+        row.update({"lr": self.optimizer.param_groups[0]["lr"], "epoch_time_s": dt,
+                    "images_per_s": images_seen * self.info.world_size / dt if dt > 0 else math.nan})
         self.scheduler.step()
         return row, stop
 
@@ -483,11 +489,11 @@ class _Trainer:
                 metrics = self.evaluate()
                 self.last_metrics = metrics
                 row.update(metrics)
-                logger.info("epoch %d: loss %.4f, %s", self.epoch, row["loss"],
+                logger.info("epoch %d: loss %.4f, %s", self.epoch, row.get("loss", math.nan),
                             ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "group" not in k))
             else:
                 logger.log(logging.INFO if self.info.is_main else logging.DEBUG, "epoch %d: loss %.4f",
-                           self.epoch, row["loss"])
+                           self.epoch, row.get("loss", math.nan))
             self.history.append(row)
             if self.info.is_main:
                 value = metrics.get(metric_key)

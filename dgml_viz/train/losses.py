@@ -27,8 +27,6 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import losses as pml_losses
@@ -63,17 +61,11 @@ def diversity_loss(groups: Tensor, alpha: float = 2.0, beta: float = 0.5, c: flo
     return dev.mean(dim=0).sum() / (k - 1)
 
 
-@dataclass
-class LossOutput:
-    """``total = metric + lambda_div * diversity + lambda_ent * entropy + lambda_overlap * overlap
-    + lambda_spread * spread``."""
+#: the loss's named terms: ``name -> scalar tensor``, always with ``"total"`` (what is minimised)
+LossTerms = dict[str, Tensor]
 
-    total: Tensor
-    metric: Tensor
-    diversity: Tensor
-    entropy: Tensor
-    overlap: Tensor
-    spread: Tensor
+#: names of the unweighted terms :class:`GroupedMetricLoss` returns beside ``"total"``, in order
+TERM_NAMES: tuple[str, ...] = ("metric", "div", "ent", "overlap", "spread")
 
 
 class GroupedMetricLoss(nn.Module):
@@ -94,8 +86,11 @@ class GroupedMetricLoss(nn.Module):
         metric_on: ``"groups"`` (DESIGN.md: one metric loss per group, averaged) or ``"concat"`` (one
             metric loss on the retrieval embedding, the concatenation of the normalised groups).
 
-    ``forward(groups [B, K, d], labels [B], attention [B, K, h, w] | None) -> LossOutput``. The learnable
-    betas are this module's parameters (their own optimizer group).
+    ``forward(groups [B, K, d], labels [B], attention [B, K, h, w] | None) -> LossTerms``: a dict of
+    scalar tensors, ``"total" = metric + lambda_div * div + lambda_ent * ent + lambda_overlap * overlap
+    + lambda_spread * spread`` and each unweighted term by name (:data:`TERM_NAMES`; a term whose weight
+    is 0 is not computed and reads 0). The learnable betas are this module's parameters (their own
+    optimizer group).
     """
 
     def __init__(self, num_groups: int, num_classes: int, kind: str = "margin", *, margin: float = 0.2,
@@ -131,7 +126,7 @@ class GroupedMetricLoss(nn.Module):
         self.overlap_radius = int(overlap_radius)
         self.lambda_spread = float(lambda_spread)
 
-    def forward(self, groups: Tensor, labels: Tensor, attention: Tensor | None = None) -> LossOutput:
+    def forward(self, groups: Tensor, labels: Tensor, attention: Tensor | None = None) -> LossTerms:
         groups = groups.float()
         if self.metric_on == "groups":
             embs = list(groups.unbind(1))
@@ -158,7 +153,7 @@ class GroupedMetricLoss(nn.Module):
         if self.lambda_spread > 0 and attention is not None:
             spread = attention_spread(attention).mean()
             total = total + self.lambda_spread * spread
-        return LossOutput(total, metric, div, ent, ovl, spread)
+        return {"total": total, "metric": metric, "div": div, "ent": ent, "overlap": ovl, "spread": spread}
 
 
-__all__ = ["diversity_loss", "GroupedMetricLoss", "LossOutput"]
+__all__ = ["diversity_loss", "GroupedMetricLoss", "LossTerms", "TERM_NAMES"]
