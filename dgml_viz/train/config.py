@@ -25,7 +25,7 @@ Schema (defaults = the CUB-200-2011 reference recipe)::
             metric_on (groups = one metric loss per group, DESIGN.md | concat = one on the retrieval embedding),
             eval_every, seed, num_workers, amp, channels_last, compile, deterministic,
             max_steps, steps_per_epoch, time_budget_s, device (auto|cpu|cuda|cuda:N),
-            progress, checkpoint_metric
+            progress, checkpoint_metric, tensorboard (TensorBoard logs in run_dir/tb + probe attention timeline)
     eval:   ks, nmi, batch_size, chunk
     output: dir
 """
@@ -63,7 +63,8 @@ DEFAULTS: dict[str, Any] = {
               "metric_on": "groups", "lambda_spread": 0.0,
               "eval_every": 1, "seed": 0, "num_workers": 4, "amp": True, "channels_last": True,
               "compile": False, "deterministic": False, "max_steps": None, "steps_per_epoch": None,
-              "time_budget_s": None, "device": "auto", "progress": True, "checkpoint_metric": "recall@1"},
+              "time_budget_s": None, "device": "auto", "progress": True, "checkpoint_metric": "recall@1",
+              "tensorboard": True},
     "eval": {"ks": [1, 2, 4, 8], "nmi": True, "batch_size": 128, "chunk": 2048},
     "output": {"dir": "runs"},
 }
@@ -209,6 +210,7 @@ _NON_NEGATIVE = [("train", k) for k in ("lambda_div", "lambda_ent", "lambda_over
                                         "ms_base", "ms_epsilon", "div_alpha", "div_beta", "div_c")]
 _BOOLS = [("model", "pretrained"), ("model", "freeze_bn"), ("data", "flip"), ("train", "amp"),
           ("train", "channels_last"), ("train", "compile"), ("train", "deterministic"), ("train", "progress"),
+          ("train", "tensorboard"),
           ("eval", "nmi")]
 
 
@@ -225,9 +227,7 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
 
 
 def _validate(config: dict[str, Any]) -> None:
-    from dgml_viz.model.config import ModelConfig
-    from dgml_viz.validation import (check_bool, check_int, check_number, check_str,
-                                     check_transform, meta_model)
+    from dgml_viz.validation import check_bool, check_int, check_number, check_str
 
     for (sec, key), allowed in _CHOICES.items():
         if config[sec][key] not in allowed:
@@ -248,7 +248,20 @@ def _validate(config: dict[str, Any]) -> None:
         check_number(config[sec][key], f"{sec}.{key}", lo=0)
     for sec, key in _BOOLS:
         check_bool(config[sec][key], f"{sec}.{key}")
-    t = config["train"]
+    ks = config["eval"]["ks"]
+    if not isinstance(ks, list) or not ks:
+        raise ConfigError("eval.ks must be a non-empty list of positive integers")
+    for k in ks:
+        check_int(k, "eval.ks[]", 1)
+    _validate_train(config["train"])
+    _validate_data(config["data"])
+    check_str(config["output"]["dir"], "output.dir")
+    _validate_model(config["model"])
+
+
+def _validate_train(t: dict[str, Any]) -> None:
+    from dgml_viz.validation import check_int, check_number, check_str
+
     check_number(t["gamma"], "train.gamma", positive=True)
     if not isinstance(t["weight_decay"], dict) or set(t["weight_decay"]) != {"backbone", "keyval", "query"}:
         raise ConfigError("train.weight_decay must map backbone, keyval and query to numbers")
@@ -259,12 +272,13 @@ def _validate(config: dict[str, Any]) -> None:
     for step in t["lr_steps"]:
         check_int(step, "train.lr_steps[]", 1)
     check_str(t["checkpoint_metric"], "train.checkpoint_metric")
-    ks = config["eval"]["ks"]
-    if not isinstance(ks, list) or not ks:
-        raise ConfigError("eval.ks must be a non-empty list of positive integers")
-    for k in ks:
-        check_int(k, "eval.ks[]", 1)
-    d = config["data"]
+    if not isinstance(t["device"], str):
+        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {t['device']!r}")
+
+
+def _validate_data(d: dict[str, Any]) -> None:
+    from dgml_viz.validation import check_number, check_str, check_transform
+
     check_str(d["name"], "data.name")
     if d["root"] is not None:
         check_str(d["root"], "data.root (or null)")
@@ -274,10 +288,14 @@ def _validate(config: dict[str, Any]) -> None:
         raise ConfigError(f"data.crop_scale must be [min, max], got {scale!r}")
     lo = check_number(scale[0], "data.crop_scale[0]", positive=True, hi=1)
     check_number(scale[1], "data.crop_scale[1]", lo=lo, hi=1)
-    check_str(config["output"]["dir"], "output.dir")
-    if not isinstance(t["device"], str):
-        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {t['device']!r}")
-    m = dict(config["model"])
+
+
+def _validate_model(model: dict[str, Any]) -> None:
+    """The model section describes a buildable, bounded model (built on the meta device only)."""
+    from dgml_viz.model.config import ModelConfig
+    from dgml_viz.validation import meta_model
+
+    m = dict(model)
     m.pop("pretrained")
     try:
         model_config = ModelConfig(**m)
