@@ -181,7 +181,7 @@ def _rows(images: Sequence[np.ndarray], maps: np.ndarray, geos: Sequence[Any], g
 
 
 def _column_titles(groups: Sequence[int], composite: bool) -> list[str]:
-    return ["image"] + [f"group {g + 1}" for g in groups] + (["composite"] if composite else [])
+    return ["image"] + [f"group {g}" for g in groups] + (["composite"] if composite else [])
 
 
 def _write(fig: Any, out: Path, stem: str, formats: Sequence[str], dpi: int, caption: str, double: bool) -> list[Path]:
@@ -230,7 +230,7 @@ def _run_locked(args: argparse.Namespace, opts: dict[str, Any], out: Path, forma
 
     double = width_in >= 5
     colorbar = opts["cmap"] if opts["colorbar"] else None
-    legend = [(f"group {g + 1}", c) for g, c in enumerate(group_colors(model.num_groups))] \
+    legend = [(f"group {g}", c) for g, c in enumerate(group_colors(model.num_groups))] \
         if opts["composite"] else None
     written: list[Path] = []
     if opts["images"]:
