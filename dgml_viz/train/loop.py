@@ -12,6 +12,8 @@
 ``log.csv``         one row per epoch (rewritten atomically; losses are rank 0's)
 ``curves.png``      loss and retrieval curves (redrawn after each evaluation)
 ``metrics.json``    metrics of the final evaluation
+``tb/``             TensorBoard logs, ``timeline.npz`` + ``attention_timeline.{png,pdf}``
+                    (rank 0, ``train.tensorboard``; :mod:`dgml_viz.train.logging_tb`)
 ==================  ==============================================================
 
 Determinism: the global RNGs are re-seeded at the start of every epoch from
@@ -340,6 +342,9 @@ class _Trainer:
         self.amp = bool(t["amp"]) and self.cuda
         self.channels_last = bool(t["channels_last"]) and self.cuda
         self.progress = bool(t["progress"]) and info.is_main
+        self.monitor: Any = None  # TrainingMonitor on rank 0 with train.tensorboard (created in run)
+        self.last_terms: dict[str, float] = {}
+        self.last_lrs: dict[str, float] = {}
 
     # -- setup
     def setup(self) -> None:
@@ -448,6 +453,8 @@ class _Trainer:
         row.update({loss_column(name): (total / max(n, 1)).item() for name, total in sums.items()})
         row.update({"lr": self.optimizer.param_groups[0]["lr"], "epoch_time_s": dt,
                     "images_per_s": images_seen * self.info.world_size / dt if dt > 0 else math.nan})
+        self.last_terms = {name: row[loss_column(name)] for name in sums}
+        self.last_lrs = {str(g.get("name", i)): float(g["lr"]) for i, g in enumerate(self.optimizer.param_groups)}
         self.scheduler.step()
         return row, stop
 
@@ -475,11 +482,49 @@ class _Trainer:
                     history=self.history, best=self.best, last_metrics=self.last_metrics,
                     sampler_epoch=self.sampler.epoch, config=self.cfg, rng_torch=torch.get_rng_state())
 
+    def start_monitor(self) -> None:
+        """TensorBoard + probe timeline on rank 0 (``train.tensorboard``); see :mod:`dgml_viz.train.logging_tb`."""
+        if self.info.is_main and self.cfg["train"]["tensorboard"]:
+            from dgml_viz.train.logging_tb import TrainingMonitor
+
+            self.monitor = TrainingMonitor(self.run_dir, self.test_ds, self.transform,
+                                           seed=int(self.cfg["train"]["seed"]), start_epoch=self.epoch,
+                                           start_step=self.step)
+
+    def watch(self, row: dict[str, Any], metrics: dict[str, float]) -> None:
+        """Log the epoch to the monitor (loss terms, lrs, metrics, probe attention)."""
+        if self.monitor is None:
+            return
+        self.monitor.log_epoch(self.step, self.last_terms, self.last_lrs, row)
+        if metrics:
+            self.monitor.log_metrics(self.step, metrics)
+        self.monitor.log_probes(self.model, self.epoch, self.step)
+
     def run(self) -> dict[str, Any]:
         t = self.cfg["train"]
         deadline = time.perf_counter() + float(t["time_budget_s"]) if t["time_budget_s"] else None
-        metric_key = t["checkpoint_metric"]
         done = self.epoch >= t["epochs"] or (t["max_steps"] is not None and self.step >= t["max_steps"])
+        if not done:
+            self.start_monitor()
+        finished = False
+        try:
+            self._loop(deadline, done)
+            finished = True
+        finally:
+            if self.monitor is not None:
+                self.monitor.close(draw=finished)
+                self.monitor = None
+        if self.info.is_main:
+            atomic_write_text(self.run_dir / "metrics.json",
+                              json.dumps({"final": self.last_metrics, "best": self.best}, indent=2))
+        return {"metrics": self.last_metrics, "best_metrics": self.best.get("metrics", {}),
+                "best_epoch": self.best.get("epoch"), "best_ckpt": str(self.run_dir / "best.pt"),
+                "last_ckpt": str(self.run_dir / "last.pt"), "run_dir": str(self.run_dir),
+                "history": self.history, "epochs": self.epoch, "steps": self.step, "rank": self.info.rank}
+
+    def _loop(self, deadline: float | None, done: bool) -> None:
+        t = self.cfg["train"]
+        metric_key = t["checkpoint_metric"]
         while not done:
             row, stop = self.train_epoch(deadline)
             self.epoch += 1
@@ -496,6 +541,7 @@ class _Trainer:
                            self.epoch, row.get("loss", math.nan))
             self.history.append(row)
             if self.info.is_main:
+                self.watch(row, metrics)
                 value = metrics.get(metric_key)
                 improved = value is not None and not math.isnan(value) and (
                     self.best["value"] is None or value > self.best["value"])
@@ -509,13 +555,6 @@ class _Trainer:
             barrier(self.info)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(self.epoch, self.model, row)
-        if self.info.is_main:
-            atomic_write_text(self.run_dir / "metrics.json",
-                              json.dumps({"final": self.last_metrics, "best": self.best}, indent=2))
-        return {"metrics": self.last_metrics, "best_metrics": self.best.get("metrics", {}),
-                "best_epoch": self.best.get("epoch"), "best_ckpt": str(self.run_dir / "best.pt"),
-                "last_ckpt": str(self.run_dir / "last.pt"), "run_dir": str(self.run_dir),
-                "history": self.history, "epochs": self.epoch, "steps": self.step, "rank": self.info.rank}
 
 
 def train(config: dict[str, Any], run_dir: str | Path, resume: bool = False, *,
@@ -562,7 +601,8 @@ def train(config: dict[str, Any], run_dir: str | Path, resume: bool = False, *,
 
 #: keys a resumed run may change: how long and where it runs, not what it computes
 RESUMABLE_KEYS = frozenset({"train.epochs", "train.max_steps", "train.time_budget_s", "train.device",
-                            "train.num_workers", "train.progress", "data.root", "output.dir"})
+                            "train.num_workers", "train.progress", "train.tensorboard", "data.root",
+                            "output.dir"})
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
