@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "app": ("dgml_viz.commands.app", "start the Streamlit app on 127.0.0.1"),
     "index": ("dgml_viz.commands.index", "embed images once into a persistent index"),
     "search": ("dgml_viz.commands.search", "nearest neighbours of an image in an index (FAISS)"),
+    "timeline": ("dgml_viz.commands.timeline", "redraw a training run's attention timeline"),
 }
 
 

@@ -162,6 +162,7 @@ def draw_timeline(run_dir: str | Path, *, out_dir: str | Path | None = None, pro
 
     run_dir = Path(run_dir)
     tl = Timeline.load(run_dir / TIMELINE_FILE)
+    logging.getLogger("fontTools").setLevel(logging.WARNING)  # PDF font subsetting chatter at INFO
     try:
         fig = timeline_figure(tl.images, tl.attention, tl.epochs.tolist(), probes=probes,
                               max_rows=max_rows or MAX_ROWS)
@@ -221,7 +222,8 @@ class TrainingMonitor:
         transform: the eval transform dict (``mean``/``std`` undo the normalisation of the probe views).
         seed: chooses the probe/statistics subset once.
         start_epoch, start_step: where a resumed run continues (0 for a new run); a resumed run
-            keeps the timeline up to ``start_epoch`` and TensorBoard purges events after ``start_step``.
+            keeps the timeline up to ``start_epoch`` and TensorBoard purges the events after ``start_step``
+            (those of epochs the killed run logged after its last saved state).
     """
 
     def __init__(self, run_dir: str | Path, dataset: Any, transform: Mapping[str, Any], *, seed: int = 0,
@@ -249,7 +251,7 @@ class TrainingMonitor:
                     self.timeline = old
             except ConfigError as exc:
                 logger.warning("%s; starting a new timeline", exc)
-        self.writer = SummaryWriter(str(self.run_dir / TB_DIR), purge_step=start_step or None)
+        self.writer = SummaryWriter(str(self.run_dir / TB_DIR), purge_step=start_step + 1 if start_step else None)
 
     def log_epoch(self, step: int, terms: Mapping[str, float], lrs: Mapping[str, float],
                   row: Mapping[str, Any]) -> None:
