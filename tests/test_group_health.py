@@ -2,6 +2,7 @@
 parity of each signal with an explicit loop, and what it finds on the shipped checkpoints."""
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -265,6 +266,7 @@ def test_cross_image_overlap_and_mobility_known_values() -> None:
 
 
 # ----------------------------------------------------------------------------- shipped checkpoints
+@functools.lru_cache(maxsize=2)
 def _shipped_outputs(path: Path) -> tuple[Tensor, Tensor | None, Tensor]:
     from torch.utils.data import DataLoader
 

@@ -85,6 +85,11 @@ def test_config_mode_writes_every_section_and_plot(ckpts, tmp_path: Path) -> Non
     assert {"ours", "gap"} == set(rep["comparison"]["recall@1"])
     assert [c["claim"] for c in rep["claims"]] == ["groups learn distinct features",
                                                    "attention shows what the embedding uses"]
+    # mask-free group health: labels used here; the gap baseline has one group and no maps
+    gh = ours["group_health"]
+    assert gh["retrieval_used"] and gh["has_attention"] and len(gh["groups"]) == 3 and len(gh["pairs"]) == 3
+    assert gap["group_health"]["pairs"] == [] and not gap["group_health"]["has_attention"]
+    assert ours["headline"]["dead_groups"]["estimate"] == len(gh["dead"])
     # every plot listed in the JSON is embedded in the HTML
     html = (out / "report.html").read_text()
     ids = [f["id"] for f in rep["figures"]]
@@ -137,6 +142,39 @@ def test_images_mode_reports_only_label_free_sections(ckpts, tmp_path: Path) -> 
     assert rep["faithfulness"] is not None and rep["invariance"] is not None
     html = (out / "report.html").read_text()
     assert 'id="img-faithfulness"' in html and 'id="img-localisation"' not in html
+    assert not rep["group_health"]["has_labels"] and not rep["group_health"]["retrieval_used"]
+    assert "Group health" in html
+
+
+def test_group_health_flags_an_edited_model_in_both_modes(tmp_path: Path) -> None:
+    """Group 1's query copied from group 0 (identical maps and vectors) and group 2's query zeroed
+    (exactly uniform attention): the report must flag the pair and the dead group, with or without labels."""
+    from PIL import Image
+
+    from dgml_viz.data.synthetic import synthetic_transform
+    from dgml_viz.model import create_model
+    from dgml_viz.model.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("small_cnn", groups=3, dim=24, width=8).eval()
+    with torch.no_grad():
+        model.head.queries[1] = model.head.queries[0]
+        model.head.queries[2] = 0.0
+    ckpt = save_checkpoint(model, tmp_path / "edited.pt", transform=synthetic_transform(48))
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    none = ["--faithfulness-images", "0", "--invariance-images", "0", "--bootstrap", "20"]
+    for src, flag in ((["--images", str(folder)], False), (["--config", "synthetic", "--num-images", "64"], True)):
+        out = tmp_path / f"rep_{flag}"
+        assert main(["interpret", "--ckpt", str(ckpt), *src, "--out", str(out), *none]) == 0
+        gh = _strict_json(out / "report.json")["models"]["edited"]["group_health"]
+        assert gh["retrieval_used"] is flag
+        assert [0, 1] in gh["duplicates"] and 2 in gh["dead"] + gh["suspect"], gh["reasons"]
+        html = (out / "report.html").read_text()
+        assert "groups 0 and 1 duplicated" in html
 
 
 @pytest.mark.parametrize("argv, msg", [

@@ -5,6 +5,7 @@
 * :class:`GalleryIndex` / :func:`build_gallery_index` — a gallery embedded once;
 * :func:`group_similarities` / :func:`neighbours` — retrieval on a chosen subset of groups with the
   per-group contribution to each similarity;
+* :func:`gallery_health` — dead / duplicated groups of a model over a gallery (no part masks);
 * :func:`permutation_probe`, :func:`translate_probe`, :func:`translation_curve` — invariance checks;
 * :func:`attribution_maps` — captum attributions of a group's similarity to a reference, and their
   rank correlation with the group's attention.
@@ -176,6 +177,16 @@ def index_neighbours(searcher: Any, query_groups: np.ndarray, k: int = 5, groups
     return [Neighbour(index=int(i), similarity=float(s), distance=float(np.sqrt(max(0.0, 2 - 2 * s))),
                       contributions=gs * mask)
             for i, s, gs in zip(res.index[0], res.similarity[0], res.group_similarity[0]) if i >= 0]
+
+
+def gallery_health(index: GalleryIndex, use_labels: bool = True, seed: int = 0) -> Any:
+    """Mask-free group health (:func:`dgml_viz.metrics.group_health.group_health`) of a gallery's
+    stored outputs; its labels are used only when ``use_labels`` (and known, i.e. ``>= 0``)."""
+    from dgml_viz.metrics.group_health import group_health
+
+    att = None if index.attention is None else torch.as_tensor(index.attention)
+    labels = torch.as_tensor(index.labels) if use_labels else None
+    return group_health(torch.as_tensor(index.groups), att, labels, seed=seed)
 
 
 # ----------------------------------------------------------------------------- invariance

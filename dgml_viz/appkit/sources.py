@@ -76,6 +76,13 @@ def demo_spec(transform: dict[str, Any], meta: dict[str, Any] | None = None) -> 
     return int(min(256, max(32, int(transform["size"])))), 0
 
 
+def trained_on_demo(meta: dict[str, Any] | None) -> bool:
+    """Whether the checkpoint's recipe (``meta["recipe"]["data"]``) trained it on the demo benchmark,
+    so that the held-out demo classes are a fair retrieval test of its groups."""
+    data = ((meta or {}).get("recipe") or {}).get("data") or {}
+    return isinstance(data, dict) and data.get("name") == DEMO_DATASET
+
+
 def demo_image(dataset: Any, index: int) -> SourceImage:
     """Item ``index`` of :func:`demo_dataset` as a :class:`SourceImage` (with part masks)."""
     scene = dataset.scene(int(index))

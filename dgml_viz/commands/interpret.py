@@ -3,7 +3,8 @@
 Data comes either from a training recipe / registered dataset (``--config NAME``,
 its test split: labels, and part masks or keypoints when the dataset has them)
 or from a folder of images (``--images DIR``: no labels or annotations, so only
-diversity, faithfulness and invariance are reported). ``--compare`` adds
+diversity, faithfulness, invariance and the label-free group health are reported).
+Group health (dead / duplicated groups, no part masks) is in both modes and is logged. ``--compare`` adds
 baseline checkpoints evaluated on the same images with the same settings.
 """
 from __future__ import annotations
@@ -192,5 +193,8 @@ def run(args: argparse.Namespace) -> int:
     jpath, hpath = write_report(report, args.out)
     for c in report["claims"]:
         logger.info("claim %r: %s — %s", c["claim"], c["verdict"], c["evidence"])
+    for name, rep in models.items():  # mask-free group health (report["models"][name]["group_health"])
+        for line in rep["group_health"]["reasons"] or ["no dead, suspect or duplicated groups"]:
+            (logger.warning if rep["group_health"]["reasons"] else logger.info)("group health of %s: %s", name, line)
     logger.info("wrote %s and %s in %.1f s", jpath, hpath, report["timings"]["total_s"])
     return 0

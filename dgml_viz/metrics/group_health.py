@@ -471,7 +471,7 @@ def group_health(groups: Tensor, attention: Tensor | None = None, labels: Tensor
                 reasons.append(f"groups {i} and {j} duplicated: " + "; ".join(why))
 
     for line in reasons:
-        logger.info("group health: %s", line)
+        logger.debug("group health: %s", line)
     return GroupHealth(num_images=n, num_groups=k, has_labels=has_labels, has_attention=attention is not None,
                        retrieval_used=retrieval_used, groups=per_group, pairs=pairs, dead=dead, suspect=suspect,
                        duplicates=duplicates, reasons=reasons, notes=notes)

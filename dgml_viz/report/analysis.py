@@ -15,7 +15,10 @@ keeps the group embeddings, attention maps and annotations, and derives:
                   attention, Integrated Gradients, Grad-CAM and random orderings
                   (on the first ``faithfulness_images`` images);
 ``invariance``    permutation certificate of the head, translation curves;
-``per_class``     per-class Recall@1, overlap, entropy, pointing.
+``per_class``     per-class Recall@1, overlap, entropy, pointing;
+``group_health``  dead / suspect / duplicated groups from mask-free signals, with one
+                  reason line per flag (:mod:`dgml_viz.metrics.group_health`; labels
+                  are used when present, never masks).
 
 Every headline number carries a percentile bootstrap CI over images (seeded).
 Sections that need what the data or the model lacks (labels, masks, keypoints,
@@ -36,6 +39,7 @@ from dgml_viz.inference import infer, model_device
 from dgml_viz.metrics import diversity as D
 from dgml_viz.metrics import faithfulness
 from dgml_viz.metrics.bootstrap import bootstrap_ci, bootstrap_ci_columns
+from dgml_viz.metrics.group_health import group_health
 from dgml_viz.metrics.invariance import permutation_certificate, translation_curve
 from dgml_viz.metrics.keypoints import keypoint_report
 from dgml_viz.metrics.localisation import (
@@ -323,6 +327,10 @@ def analyse_model(model: nn.Module, batches: Iterable[dict[str, Any]], *, class_
     timings["diversity_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    report["group_health"] = group_health(c.groups, c.attention, c.labels, seed=seed).to_dict()
+    timings["group_health_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     if c.part_masks is not None and c.attention is not None:
         report["localisation"], loc_img = localisation_section(c, stats)
         per_image.update(loc_img)
@@ -396,8 +404,9 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     """The comparable numbers of one model's report: ``{name: CI dict}`` (absent ones left out).
 
     Adds the non-bootstrapped ``permutation_max_delta``, ``translation_cos_wrap`` /
-    ``translation_cos_pad`` (embedding cosine at the largest shift) and
-    ``keypoint_purity`` as ``{"estimate": value}``.
+    ``translation_cos_pad`` (embedding cosine at the largest shift),
+    ``keypoint_purity`` and the group-health counts ``dead_groups`` / ``duplicated_pairs``
+    as ``{"estimate": value}``.
     """
     out: dict[str, Any] = {}
     for name, (path, _, _) in HEADLINE.items():
@@ -414,6 +423,10 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
             out[f"translation_cos_{mode}"] = {"estimate": inv[f"translation_{mode}"]["embedding_cosine"][-1]}
     if report.get("keypoints"):
         out["keypoint_purity"] = {"estimate": report["keypoints"]["mean_purity"]}
+    gh = report.get("group_health")
+    if gh:
+        out["dead_groups"] = {"estimate": len(gh["dead"])}
+        out["duplicated_pairs"] = {"estimate": len(gh["duplicates"])}
     return out
 
 
@@ -422,6 +435,7 @@ def better(name: str) -> str | None:
     if name in HEADLINE:
         return HEADLINE[name][1]
     return {"group_recall@1_mean": "higher", "keypoint_purity": "higher", "permutation_max_delta": "lower",
+            "dead_groups": "lower", "duplicated_pairs": "lower",
             "translation_cos_wrap": "higher", "translation_cos_pad": "higher"}.get(name)
 
 

@@ -50,6 +50,8 @@ def _fmt(ci: Any, digits: int = 3) -> str:
     if not isinstance(ci, dict) or ci.get("estimate") is None:
         return "–"
     est = ci["estimate"]
+    if isinstance(est, int) and not isinstance(est, bool):
+        return str(est)
     if isinstance(est, float) and (abs(est) < 1e-3 and est != 0):
         s = f"{est:.2e}"
     else:
@@ -141,6 +143,48 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>"
 
 
+def _num(v: Any, digits: int = 3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def health_html(models: dict[str, dict[str, Any]], primary: str) -> str:
+    """The "Group health" section: each model's flags (one line each) and the primary's signals."""
+    parts = ["<h2>Group health (no part masks needed)</h2>"]
+    for name, r in models.items():
+        gh = r.get("group_health")
+        if not gh:
+            continue
+        lines = gh["reasons"] or ["no dead, suspect or duplicated groups"]
+        basis = "labels, attention and embeddings" if gh["retrieval_used"] else (
+            "attention and embeddings" if gh["has_attention"] else "embeddings")
+        parts.append(f"<p><b>{html.escape(name)}</b> ({gh['num_images']} images; judged from {basis})</p><ul>"
+                     + "".join(f"<li>{html.escape(x)}</li>" for x in lines + gh.get("notes", [])) + "</ul>")
+    gh = models[primary].get("group_health")
+    if gh:
+        parts.append(f"<h3>Per group ({html.escape(primary)})</h3>" + _table(
+            ["group", "verdict", "Recall@1", "chance", "pair AUC", "embedding consistency", "entropy",
+             "cross-image overlap", "centre mobility"],
+            [[f"g{s['group']}", "dead" if s["group"] in gh["dead"] else "suspect" if s["group"] in gh["suspect"]
+              else "ok", _num(s["recall_at_1"]), _num(s["chance"]), _num(s["separation_auc"]),
+              _num(s["embedding_consistency"]), _num(s["entropy"]), _num(s["cross_image_overlap"]),
+              _num(s["centre_mobility"])] for s in gh["groups"]]))
+        if gh["pairs"]:
+            dup = {tuple(p) for p in gh["duplicates"]}
+            parts.append(f"<h3>Per pair ({html.escape(primary)})</h3>" + _table(
+                ["pair", "verdict", "attention overlap", "cosine", "similarity correlation"],
+                [[f"{p['pair'][0]}-{p['pair'][1]}", "duplicated" if tuple(p["pair"]) in dup else "ok",
+                  _num(p["attention_overlap"]), _num(p["cosine"]), _num(p["similarity_correlation"])]
+                 for p in gh["pairs"]]))
+        t = gh["thresholds"]
+        parts.append(f"<p>Dead: retrieval of the group's slice near chance (Recall@1 &lt; {t['chance_lift']}x chance "
+                     f"or z &lt; {t['chance_z']}, and same-class pair AUC &lt; {t['separation_alive']}); without "
+                     f"labels: embedding consistency &ge; {t['constant_embedding']}, entropy &ge; "
+                     f"{t['uniform_entropy']} or cross-image overlap &ge; {t['static_overlap']}. Duplicated: attention "
+                     f"overlap &ge; {t['duplicate_overlap']}, cosine &ge; {t['duplicate_cosine']} or similarity "
+                     f"correlation &ge; {t['duplicate_ranking']}.</p>")
+    return "".join(parts) if len(parts) > 1 else ""
+
+
 def render_html(report: dict[str, Any], figures: list[dict[str, Any]]) -> str:
     """The self-contained HTML page."""
     models = report["models"]
@@ -156,6 +200,7 @@ def render_html(report: dict[str, Any], figures: list[dict[str, Any]]) -> str:
     rows = [[m, {"lower": "↓", "higher": "↑"}.get(better(m) or "", "")] +
             [_fmt(models[n]["headline"].get(m)) for n in names] for m in metrics]
     parts.append("<h2>Headline numbers (95% bootstrap CI)</h2>" + _table(["metric", "better"] + names, rows))
+    parts.append(health_html(models, report["primary"]))
     p = models[report["primary"]]
     div = p["diversity"]
     if div.get("group_recall@1"):
@@ -227,5 +272,5 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Pat
     return jpath, hpath
 
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "plain", "claims", "build_figures", "render_html", "assemble_report",
+__all__ = ["FORMAT", "FORMAT_VERSION", "plain", "claims", "build_figures", "health_html", "render_html", "assemble_report",
            "write_report"]
