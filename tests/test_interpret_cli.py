@@ -143,7 +143,7 @@ def test_images_mode_reports_only_label_free_sections(ckpts, tmp_path: Path) -> 
     html = (out / "report.html").read_text()
     assert 'id="img-faithfulness"' in html and 'id="img-localisation"' not in html
     assert not rep["group_health"]["has_labels"] and not rep["group_health"]["retrieval_used"]
-    assert "Group health" in html
+    assert "Group health" in html and "judged from attention and embeddings" in html
 
 
 def test_group_health_flags_an_edited_model_in_both_modes(tmp_path: Path) -> None:

@@ -155,8 +155,8 @@ def health_html(models: dict[str, dict[str, Any]], primary: str) -> str:
         if not gh:
             continue
         lines = gh["reasons"] or ["no dead, suspect or duplicated groups"]
-        basis = "labels, attention and embeddings" if gh["retrieval_used"] else (
-            "attention and embeddings" if gh["has_attention"] else "embeddings")
+        used = ["labels"] * gh["retrieval_used"] + ["attention"] * gh["has_attention"] + ["embeddings"]
+        basis = ", ".join(used[:-1]) + (" and " if len(used) > 1 else "") + used[-1]
         parts.append(f"<p><b>{html.escape(name)}</b> ({gh['num_images']} images; judged from {basis})</p><ul>"
                      + "".join(f"<li>{html.escape(x)}</li>" for x in lines + gh.get("notes", [])) + "</ul>")
     gh = models[primary].get("group_health")
