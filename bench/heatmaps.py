@@ -13,6 +13,11 @@ and CPU time per image of both (process CPU time, all threads: robust to other j
 machine; ``cpu_ratio`` = forward CPU / pipeline CPU is the ratio an idle machine would approach).
 ``--model demo`` uses checkpoints/demo.pt (falls back to small_cnn
 at 96 px if absent, and says so).
+
+``--baseline`` also times, in the same repetitions, the pipeline as it was before issue 16
+(:func:`process_per_image`: each image rendered alone by ``render_panels`` in the render pool and each
+of its files written by ``atomic_write_bytes``, one ``fsync`` per file) — forward, baseline and
+pipeline back to back, so the three figures see the same machine load.
 """
 from __future__ import annotations
 
@@ -60,6 +65,59 @@ def make_images(folder: Path, n: int, source: str = "photos") -> list[Path]:
     return paths
 
 
+def process_per_image(model: object, sources: list, out: Path, *, groups: list[int], fmt: str,
+                      options: object, batch_size: int = 32, workers: int = 2) -> list[dict]:
+    """The heatmaps pipeline before issue 16 (commit 12deb3d), kept here as the benchmark's baseline:
+    decode pool -> batched forward -> per-image ``render_panels`` + ``atomic_write_bytes`` per file in a
+    render pool of ``workers`` threads (at most ``batch_size`` images waiting there)."""
+    import collections
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dgml_viz.commands.heatmaps import _decode, encode, image_dir, npz_bytes
+    from dgml_viz.inference import attention_maps, run_batch
+    from dgml_viz.render.panels import render_panels
+    from dgml_viz.utils.atomic import atomic_write_bytes
+
+    def render_and_write(src, image, geometry, maps, embedding):
+        folder = image_dir(out, src.rel)
+        panels = render_panels(image, maps, geometry, groups, options)
+        for key, panel in panels.items():
+            atomic_write_bytes(folder / f"{key}.{fmt}", encode(panel, fmt))
+        atomic_write_bytes(folder / "maps.npz", npz_bytes(
+            attention=maps.astype(np.float32), embedding=embedding.astype(np.float32),
+            geometry=np.array(json.dumps(geometry.to_dict())), path=np.array(src.rel)))
+        return {"path": src.rel, "status": "ok"}
+
+    transform = dict(model.transform)
+    records: list[dict] = []
+    rendering: collections.deque = collections.deque()
+    with ThreadPoolExecutor(workers) as dpool, ThreadPoolExecutor(workers) as rpool:
+        decoding = collections.deque(dpool.submit(_decode, s, transform, None, options.max_side, options.max_pixels)
+                                     for s in sources[:batch_size + workers])
+        rest = iter(sources[batch_size + workers:])
+        pending = list(sources)
+        batch = []
+        while decoding or batch:
+            if decoding:
+                fut = decoding.popleft()
+                nxt = next(rest, None)
+                if nxt is not None:
+                    decoding.append(dpool.submit(_decode, nxt, transform, None, options.max_side, options.max_pixels))
+                batch.append((pending.pop(0), *fut.result()))
+                if len(batch) < batch_size and decoding:
+                    continue
+            output = run_batch(model, [b[1] for b in batch])
+            maps = attention_maps(output)
+            emb = output.embedding.detach().float().cpu().numpy()
+            for i, (src, _, geo, image) in enumerate(batch):
+                rendering.append(rpool.submit(render_and_write, src, image, geo, maps[i], emb[i]))
+            batch = []
+            while len(rendering) > batch_size or (rendering and rendering[0].done()):
+                records.append(rendering.popleft().result())
+        records.extend(f.result() for f in rendering)
+    return records
+
+
 def build_model(name: str, tmp: Path) -> tuple[object, str]:
     import torch
 
@@ -101,7 +159,7 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
         tensors = [prepare_image(p, model.transform)[0] for p in paths]
         batches = [torch.stack(tensors[i:i + args.batch_size]) for i in range(0, len(tensors), args.batch_size)]
         run_batch(model, batches[0])  # warm-up
-        fwd, e2e, fwd_cpu, e2e_cpu = [], [], [], []
+        fwd, e2e, fwd_cpu, e2e_cpu, base, base_cpu = [], [], [], [], [], []
         for rep in range(args.reps):
             t0, c0 = time.perf_counter(), time.process_time()
             for b in batches:
@@ -111,6 +169,14 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
             out = tmp / f"out{rep}"
             sources = [Source(p, p.relative_to(tmp / "imgs").as_posix()) for p in paths]
             opts = RenderOptions(max_side=args.size)
+            if args.baseline:
+                t0, c0 = time.perf_counter(), time.process_time()
+                recs = process_per_image(model, sources, tmp / f"base{rep}", groups=list(range(model.num_groups)),
+                                         fmt=args.format, options=opts, batch_size=args.batch_size,
+                                         workers=args.workers)
+                base.append(len(paths) / (time.perf_counter() - t0))
+                base_cpu.append((time.process_time() - c0) / len(paths))
+                assert len(recs) == len(paths)
             t0, c0 = time.perf_counter(), time.process_time()
             recs = list(process(model, sources, out, groups=list(range(model.num_groups)), fmt=args.format,
                                 options=opts, batch_size=args.batch_size, workers=args.workers))
@@ -122,7 +188,15 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
     f, e = float(np.median(fwd)), float(np.median(e2e))
     pair = [b / a for a, b in zip(fwd, e2e)]  # per repetition: forward and pipeline back to back
     fc, ec = float(np.median(fwd_cpu)), float(np.median(e2e_cpu))
-    return {"ratio_median_of_pairs": round(float(np.median(pair)), 3),
+    extra: dict[str, object] = {}
+    if base:
+        bpair = [b / a for a, b in zip(fwd, base)]
+        extra = {"baseline_ratio_median_of_pairs": round(float(np.median(bpair)), 3),
+                 "baseline_img_s": round(float(np.median(base)), 1),
+                 "cpu_ms_per_img_baseline": round(float(np.median(base_cpu)) * 1000, 1),
+                 "baseline_cpu_ratio": round(fc / float(np.median(base_cpu)), 3),
+                 "baseline_runs": [round(v, 1) for v in base]}
+    return {**extra, "ratio_median_of_pairs": round(float(np.median(pair)), 3),
             "cpu_ms_per_img_forward": round(fc * 1000, 1), "cpu_ms_per_img_end_to_end": round(ec * 1000, 1),
             "cpu_ratio": round(fc / ec, 3),"model": label, "n": args.n, "batch_size": args.batch_size, "workers": args.workers,
             "threads": args.threads, "format": args.format, "size": args.size, "forward_img_s": round(f, 1),
@@ -162,6 +236,8 @@ def main() -> None:
     ap.add_argument("--images", default="photos", choices=("photos", "synthetic"),
                     help="photos: scikit-image JPEGs (~500 px); synthetic: the demo benchmark's 128 px test images")
     ap.add_argument("--size", type=int, default=None)
+    ap.add_argument("--baseline", action="store_true",
+                    help="also time the pre-issue-16 pipeline (per-image render, fsync per file) side by side")
     ap.add_argument("--memory", default=None, help="comma-separated image counts: peak RSS of a CLI run each")
     ap.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()

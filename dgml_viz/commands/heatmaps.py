@@ -2,8 +2,9 @@
 
 Pipeline (memory stays flat in the number of images — every stage is bounded):
 
-    decode pool (threads: read, decode, eval transform)  ->  main thread: batched forward
-        ->  render pool (threads: upsample, colour, encode, atomic write)  ->  manifest
+    decode pool (threads: read, decode, eval transform)  ->  main thread: batched forward, then every
+    panel of the batch drawn at once (on the model's device)  ->  write pool (threads: encode, atomic
+    write with one flush per chunk)  ->  manifest
 
 For each image ``<out>/<relative path>/`` receives ``group<k>.<fmt>`` per
 selected group, ``composite.<fmt>`` and ``maps.npz`` (raw attention
@@ -47,7 +48,7 @@ import numpy as np
 
 from dgml_viz.errors import ConfigError, DgmlVizError, ImageError
 from dgml_viz.utils.outdir import add_lock_timeout_argument
-from dgml_viz.render.panels import DEFAULT_MAX_RENDER_PIXELS, RenderOptions, render_panels
+from dgml_viz.render.panels import DEFAULT_MAX_RENDER_PIXELS, RenderOptions
 
 HELP = "batch attention overlays (one per group + composite) for a folder of images"
 logger = logging.getLogger(__name__)
@@ -198,28 +199,63 @@ def _decode(src: Source, transform: dict[str, Any], max_pixels: int | None, max_
     return tensor, geometry, image
 
 
-def _render_and_write(src: Source, image: np.ndarray, geometry: Any, maps: np.ndarray, embedding: np.ndarray,
-                      out: Path, groups: Sequence[int], fmt: str, options: RenderOptions) -> dict[str, Any]:
-    from dgml_viz.utils.atomic import atomic_write_bytes
+def _write_outputs(items: Sequence[tuple[Source, Any, dict[str, np.ndarray], np.ndarray, np.ndarray]], out: Path,
+                   fmt: str, render_s: float = 0.0) -> list[dict[str, Any]]:
+    """Encode and write the outputs of several images; one manifest record each.
 
-    t0 = time.perf_counter()
-    folder = image_dir(out, src.rel)
-    panels = render_panels(image, maps, geometry, groups, options)
-    names = []
+    ``items`` are ``(source, geometry, panels, maps [K, h, w], embedding [K*d])``. Every file goes to
+    a temp name first; the data of all of them is flushed at once (:func:`~dgml_viz.utils.atomic.sync_batches`:
+    one ``syncfs`` instead of an ``fsync`` per file), then each image's files are renamed into place.
+    A write error fails that image only (its temp files are removed). ``render_s`` is the image's share
+    of the batched render, added to its own encode + write time in the record."""
+    from dgml_viz.utils.atomic import AtomicBatch, sync_batches
+
+    records: list[dict[str, Any]] = []
+    staged: list[tuple[Source, Any, AtomicBatch, float]] = []
+
+    def failed(src: Source, exc: OSError) -> dict[str, Any]:
+        return {"path": src.rel, "status": "error",
+                "error": f"{image_dir(out, src.rel)}: cannot write ({exc.strerror or exc})"}
+
+    for src, geometry, panels, maps, embedding in items:
+        t0 = time.perf_counter()
+        folder = image_dir(out, src.rel)
+        files = AtomicBatch()
+        try:
+            for key, panel in panels.items():
+                files.write(folder / f"{key}.{fmt}", encode(panel, fmt))
+            files.write(folder / "maps.npz", npz_bytes(
+                attention=maps.astype(np.float32), embedding=embedding.astype(np.float32),
+                geometry=np.array(json.dumps(geometry.to_dict())), path=np.array(src.rel)))
+        except OSError as exc:
+            files.discard()
+            records.append(failed(src, exc))
+            continue
+        except BaseException:
+            files.discard()
+            for _, _, other, _ in staged:
+                other.discard()
+            raise
+        staged.append((src, geometry, files, time.perf_counter() - t0))
     try:
-        for key, panel in panels.items():
-            name = f"{key}.{fmt}"
-            atomic_write_bytes(folder / name, encode(panel, fmt))
-            names.append(name)
-        atomic_write_bytes(folder / "maps.npz", npz_bytes(
-            attention=maps.astype(np.float32), embedding=embedding.astype(np.float32),
-            geometry=np.array(json.dumps(geometry.to_dict())), path=np.array(src.rel)))
-        names.append("maps.npz")
-    except OSError as exc:
-        return {"path": src.rel, "status": "error", "error": f"{folder}: cannot write ({exc.strerror or exc})"}
-    return {"path": src.rel, "status": "ok", "outputs": [f"{src.rel}/{n}" for n in names],
-            "size": list(geometry.original), "geometry": geometry.to_dict(),
-            "render_s": round(time.perf_counter() - t0, 4)}
+        sync_batches([files for _, _, files, _ in staged])
+    except BaseException as exc:
+        for _, _, files, _ in staged:
+            files.discard()
+        if not isinstance(exc, OSError):
+            raise
+        return records + [failed(src, exc) for src, *_ in staged]
+    for src, geometry, files, seconds in staged:
+        t0 = time.perf_counter()
+        try:
+            names = [p.name for p in files.commit()]
+        except OSError as exc:
+            records.append(failed(src, exc))
+            continue
+        records.append({"path": src.rel, "status": "ok", "outputs": [f"{src.rel}/{n}" for n in names],
+                        "size": list(geometry.original), "geometry": geometry.to_dict(),
+                        "render_s": round(render_s + seconds + time.perf_counter() - t0, 4)})
+    return records
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -234,21 +270,26 @@ class RunStats:
 def process(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequence[int], fmt: str,
             options: RenderOptions, batch_size: int = 32, workers: int = 2, max_pixels: int | None = None,
             manifest: Path | None = None) -> Iterator[dict[str, Any]]:
-    """Run the decode -> forward -> render/write pipeline; yields one manifest record per image
-    (in completion order). At most ``batch_size + workers`` decoded images wait for the model and
-    ``2 * batch_size`` wait for (or are in) rendering, whatever the number of images."""
+    """Run the decode -> forward -> render -> write pipeline; yields one manifest record per image
+    (in completion order).
+
+    Decoding runs in ``workers`` threads; the main thread runs the batched forward and draws every panel
+    of the batch at once (:func:`~dgml_viz.render.batch.render_batch`, on the model's device: the maps stay
+    on a GPU until the finished ``uint8`` panels come back); ``workers`` threads encode and write the
+    batch, one chunk each, with one durability flush per chunk. At most ``batch_size + workers`` decoded
+    images wait for the model and two batches of panels are in memory, whatever the number of images."""
     from dgml_viz.inference import attention_maps, run_batch
+    from dgml_viz.render.batch import render_batch
 
     transform = dict(model.transform)
     workers = max(1, int(workers))
     batch_size = max(1, int(batch_size))
     prefetch = batch_size + workers
-    max_render = batch_size
     todo = iter(sources)
     decoding: collections.deque[tuple[Source, Future[Any]]] = collections.deque()
-    rendering: collections.deque[Future[dict[str, Any]]] = collections.deque()
+    writing: collections.deque[Future[list[dict[str, Any]]]] = collections.deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="decode") as dpool, \
-            ThreadPoolExecutor(workers, thread_name_prefix="render") as rpool:
+            ThreadPoolExecutor(workers, thread_name_prefix="write") as wpool:
 
         def refill() -> None:
             while len(decoding) < prefetch:
@@ -259,8 +300,8 @@ def process(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequenc
                                                    options.max_pixels)))
 
         def drain(limit: int) -> Iterator[dict[str, Any]]:
-            while len(rendering) > limit or (rendering and rendering[0].done()):
-                yield rendering.popleft().result()
+            while len(writing) > limit or (writing and writing[0].done()):
+                yield from writing.popleft().result()
 
         refill()
         batch: list[tuple[Source, Any, Any, np.ndarray]] = []
@@ -281,11 +322,15 @@ def process(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequenc
             output = run_batch(model, [b[1] for b in batch])
             maps = attention_maps(output)
             emb = output.embedding.detach().float().cpu().numpy()
-            for i, (src, _, geo, image) in enumerate(batch):
-                rendering.append(rpool.submit(_render_and_write, src, image, geo, maps[i], emb[i], out, groups,
-                                              fmt, options))
+            t0 = time.perf_counter()
+            panels = render_batch([b[3] for b in batch], output.attention, [b[2] for b in batch], groups, options)
+            share = (time.perf_counter() - t0) / len(batch)
+            items = [(src, geo, panels[i], maps[i], emb[i]) for i, (src, _, geo, _) in enumerate(batch)]
+            step = -(-len(items) // workers)
+            for i in range(0, len(items), step):
+                writing.append(wpool.submit(_write_outputs, items[i:i + step], out, fmt, share))
             batch = []
-            yield from drain(max_render)
+            yield from drain(workers)
         yield from drain(0)
 
 

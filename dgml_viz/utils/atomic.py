@@ -10,16 +10,35 @@ signal handler) removes the temp file; only a kill Python cannot see
 (``SIGKILL``, power loss) leaves one behind, and :func:`sweep_temp_files`, run by
 the next command writing that folder (:mod:`dgml_viz.utils.outdir`), removes
 those that match this exact pattern and are older than that run.
+
+Durability: :func:`atomic_path` / :func:`atomic_write_bytes` ``fsync`` each file before the
+rename (a power loss cannot expose an empty file under the final name). Writing many small
+files that way costs one journal commit each (~1-4 ms of wall time per file on ext4, which
+dominated ``dgml-viz heatmaps``' output). :class:`AtomicBatch` keeps the same guarantees with
+one flush per batch: every file of the batch is written to its temp name, the data of all of
+them is made durable at once (``syncfs`` of their file system on Linux — also flushing other
+programs' pending writes to that file system, so it can take longer on a busy disk — else one
+``fsync`` per file), and only then are they renamed. A killed process (any signal, ``SIGKILL``
+included) leaves each target either as it was or complete; a power loss can additionally lose
+the renames of the last moments (a missing file, which ``--resume`` redoes) but never leave a
+truncated file under a final name. ``durable=False`` skips the flush: still atomic against
+crashes of the process, not against a power loss. Neither path ``fsync`` s the directory (the
+renames' own durability), as before.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
+import random
 import re
+import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from types import TracebackType
+from typing import Iterable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -116,3 +135,158 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
     """Write ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode(encoding))
+
+
+# --------------------------------------------------------------------------- many files, one flush
+_NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"  # tempfile's alphabet: names match _TEMP_RE
+_names = random.Random()
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _create_temp(target: Path) -> tuple[int, Path]:
+    """Create (``O_EXCL``) the temp file of ``target`` with mode ``0o666`` (the umask applies, as for a
+    plain ``open()``); returns ``(fd, path)``. One ``open`` syscall: no ``chmod``, no reopen."""
+    suffix = temp_suffix(target.name)
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}.{''.join(_names.choices(_NAME_CHARS, k=8))}{suffix}"
+        try:
+            return os.open(tmp, _OPEN_FLAGS, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{target}: no free temporary file name")
+
+
+def _load_syncfs() -> object | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+    return fn
+
+
+_SYNCFS = _load_syncfs()
+
+
+def _syncfs(path: Path) -> bool:
+    """``syncfs(2)`` on the file system holding ``path`` (the GIL is released while it runs);
+    False where it is unavailable or fails (the caller then fsyncs file by file)."""
+    if _SYNCFS is None:
+        return False
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        return _SYNCFS(fd) == 0  # type: ignore[operator]
+    finally:
+        os.close(fd)
+
+
+class AtomicBatch:
+    """Write many files atomically with one durability flush for all of them (see the module docstring).
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> with AtomicBatch() as batch:
+        ...     batch.write(folder / "a" / "x.jpg", b"1")
+        ...     batch.write(folder / "a" / "y.npz", b"2")
+        >>> sorted(p.name for p in (folder / "a").iterdir())
+        ['x.jpg', 'y.npz']
+
+    Leaving the ``with`` block normally flushes (``durable=True``) and renames every file; an exception
+    (any ``BaseException``) removes every temp file and touches no target. :meth:`write`,
+    :meth:`commit` and :meth:`discard` can also be called directly; :func:`sync_batches` flushes several
+    batches with one ``syncfs`` (e.g. one batch per image, so that one image's failure does not stop the
+    others from being published).
+    """
+
+    def __init__(self, durable: bool = True) -> None:
+        self.durable = durable
+        self._staged: list[tuple[Path, Path]] = []  # (temp, target)
+        self._dirs: set[Path] = set()
+        self._synced = False
+
+    @property
+    def targets(self) -> list[Path]:
+        """The final paths written so far (in order)."""
+        return [t for _, t in self._staged]
+
+    def write(self, path: str | os.PathLike[str], data: bytes) -> None:
+        """Write ``data`` to a temp file next to ``path`` (created with its folders); no flush, no rename."""
+        target = Path(path)
+        if target.parent not in self._dirs:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(target.parent)
+        fd, tmp = _create_temp(target)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        os.close(fd)
+        self._staged.append((tmp, target))
+        self._synced = False
+
+    def sync(self) -> None:
+        """Make the contents of every staged file durable (one ``syncfs`` where available)."""
+        sync_batches([self])
+
+    def commit(self) -> list[Path]:
+        """Flush (when ``durable``) and rename every staged file onto its target; returns the targets.
+        If a rename fails, the files not yet renamed are removed and the error propagates (targets
+        renamed before it are complete)."""
+        if self.durable and not self._synced:
+            self.sync()
+        done: list[Path] = []
+        try:
+            while self._staged:
+                tmp, target = self._staged[0]
+                os.replace(tmp, target)
+                self._staged.pop(0)
+                done.append(target)
+        finally:
+            self.discard()
+        return done
+
+    def discard(self) -> None:
+        """Remove every staged temp file (targets untouched)."""
+        staged, self._staged = self._staged, []
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def __enter__(self) -> "AtomicBatch":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def sync_batches(batches: Iterable[AtomicBatch]) -> None:
+    """Make the staged contents of ``batches`` durable: one ``syncfs`` per file system involved
+    (Linux), else (or if that fails) one ``fsync`` per staged file. OSError propagates."""
+    batches = [b for b in batches if b._staged]
+    by_fs: dict[int, Path] = {}
+    for b in batches:
+        for d in b._dirs:
+            by_fs.setdefault(os.stat(d).st_dev, d)
+    if not all(_syncfs(d) for d in by_fs.values()):
+        for b in batches:
+            for tmp, _ in b._staged:
+                fd = os.open(tmp, os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+    for b in batches:
+        b._synced = True

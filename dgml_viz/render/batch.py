@@ -1,0 +1,315 @@
+"""The panels of a whole batch at once: upsampling, normalisation, colour maps and blending as tensor ops.
+
+:func:`render_batch` returns, for every image of a batch, what
+:func:`~dgml_viz.render.panels.render_panels` returns for it (``group{k}`` overlays and the
+``composite``, ``uint8 [H, W, 3]``), within a level or two of rounding. Images that share a
+:class:`~dgml_viz.data.transforms.Geometry` and a render size (a dataset of one image size: all of
+them) are drawn together: one pair of batched matrix products upsamples every map of every image,
+one gather through a pre-multiplied colour table and one add blend every overlay, one ``argmax``
+picks every composite's dominant group. The tensors live on ``device`` — the model's, so on a GPU
+the maps never leave it until the finished ``uint8`` panels are copied back. Per-image work that
+stays on the CPU: shrinking an image to the render size, the grey/hatched background of
+regions the model never saw (only for cropped geometries) and contours (``--contour``).
+
+The arithmetic is the reference's, step by step: normalise on the grid
+(:func:`~dgml_viz.render.upsample.norm_affine`), resample with the same separable interpolation
+matrices (:func:`~dgml_viz.render.geometry.interpolation_matrix`), LUT index
+``floor(255 v + 0.5)`` (:func:`~dgml_viz.render.heatmap.to_index`), the blend
+``round((1 - a) image + a colour)`` of ``cv2.addWeighted`` and the per-pixel blend of the
+composite; only the order of float additions in the matrix products differs.
+
+Example:
+    >>> from dgml_viz.data.transforms import compute_geometry
+    >>> geo = compute_geometry(80, 60, {"size": 64, "resize": 64, "mode": "full"})
+    >>> imgs = [np.zeros((60, 80, 3), np.uint8)] * 2
+    >>> maps = np.random.default_rng(0).random((2, 3, 8, 8)).astype(np.float32)
+    >>> out = render_batch(imgs, maps, [geo, geo], groups=[0, 2])
+    >>> len(out), sorted(out[0]), out[1]["group2"].shape
+    (2, ['composite', 'group0', 'group2'], (60, 80, 3))
+"""
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from dgml_viz.data.transforms import Geometry
+from dgml_viz.render.composite import group_colors
+from dgml_viz.render.geometry import INTERPOLATIONS, grid_affine, grid_to_original, interpolation_matrix, valid_mask
+from dgml_viz.render.heatmap import colormap_lut, draw_contour, invalid_background, to_index, top_p_mask
+from dgml_viz.render.panels import RenderOptions, output_size
+from dgml_viz.render.upsample import NORMS, absolute_vmax
+
+
+@functools.lru_cache(maxsize=32)
+def _resampling(geometry: Geometry, grid_hw: tuple[int, int], size: tuple[int, int],
+                interpolation: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(wy float32 [H, h], wx float32 [W, w], valid bool [H, W])`` of one geometry (cached: a dataset
+    of one image size builds them once)."""
+    ow, oh = size
+    m = grid_affine(geometry, grid_hw, size)
+    wx = interpolation_matrix(m[0, 0] * np.arange(ow) + m[0, 2], grid_hw[1], interpolation)
+    wy = interpolation_matrix(m[1, 1] * np.arange(oh) + m[1, 2], grid_hw[0], interpolation)
+    valid = valid_mask(geometry, size)
+    for a in (wx, wy, valid):
+        a.setflags(write=False)
+    return wy, wx, valid
+
+
+def grid_affine_tensor(maps: Tensor, norm: str, vmax: float | None = None) -> tuple[Tensor, Tensor]:
+    """``(offset, gain)`` of a normalisation for every image, ``float32 [B, K, 1, 1]`` (or broadcastable):
+    :func:`~dgml_viz.render.upsample.norm_affine` of each ``[K, h, w]`` of ``maps [B, K, h, w]``, batched
+    (the same float32 operations; constant maps get gain 0)."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    m = maps.to(torch.float32)
+    if norm == "absolute":
+        top = absolute_vmax(tuple(m.shape[2:])) if vmax is None else float(vmax)
+        if top <= 0:
+            raise ValueError(f"vmax must be > 0, got {top}")
+        return (torch.zeros((), dtype=torch.float32, device=m.device),
+                torch.full((), 1.0 / top, dtype=torch.float32, device=m.device))
+    dims = (2, 3) if norm == "per_map" else (1, 2, 3)
+    lo = m.amin(dim=dims, keepdim=True)
+    span = m.amax(dim=dims, keepdim=True) - lo
+    gain = torch.where(span > 0, 1.0 / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(span))
+    return lo, gain
+
+
+def normalize_grid(maps: Tensor, norm: str, vmax: float | None = None) -> Tensor:
+    """``[B, K, h, w]`` -> ``float32 [B, K, h, w]`` in ``[0, 1]``: :func:`~dgml_viz.render.upsample.normalize_maps`
+    of every image, batched."""
+    lo, gain = grid_affine_tensor(maps, norm, vmax)
+    return ((maps.to(torch.float32) - lo) * gain).clamp_(0.0, 1.0)
+
+
+def lut_index(values: Tensor) -> Tensor:
+    """Floats in ``[0, 1]`` (clipped; NaN -> 0) -> ``int64`` LUT indices ``0..255``
+    (:func:`~dgml_viz.render.heatmap.to_index` on tensors)."""
+    v = torch.nan_to_num(values * 255.0 + 0.5, nan=0.0).clamp_(0.0, 255.0)
+    return v.to(torch.uint8).long()
+
+
+def _blend_rounded(x: Tensor) -> Tensor:
+    """float -> ``uint8`` the way OpenCV saturates (round half to even, clip to ``[0, 255]``)."""
+    return x.round_().clamp_(0.0, 255.0).to(torch.uint8)
+
+
+def _upsampled(maps: Tensor, geometry: Geometry, size: tuple[int, int], options: RenderOptions,
+               device: torch.device) -> tuple[dict[str, Tensor], np.ndarray]:
+    """Every normalisation the panels need, upsampled: ``({norm: float32 [n, K, H, W]}, valid bool [H, W])``.
+
+    ``"absolute"`` is normalised (clipped) on the grid and then upsampled, as
+    :func:`~dgml_viz.render.upsample.upsample_maps` does. ``"per_map"`` / ``"shared"`` are affine maps of
+    the raw values, and the resampling weights of each output pixel sum to 1, so the raw maps are
+    upsampled once and each affine is applied after (the same values up to float rounding, half the
+    matrix products when the composite needs both)."""
+    k = maps.shape[1]
+    wy_np, wx_np, valid = _resampling(geometry, tuple(maps.shape[2:]), size, options.interpolation)
+    wy, wx = torch.tensor(wy_np, device=device), torch.tensor(wx_np, device=device)
+    norms = [options.norm] + [m for m in ("shared", "per_map") if options.composite and m != options.norm]
+
+    def upsample(grid: Tensor) -> Tensor:
+        return torch.matmul(torch.matmul(wy, grid), wx.T)  # [n, K', h, w] -> [n, K', H, W]
+
+    values: dict[str, Tensor] = {}
+    affine = [m for m in norms if m != "absolute"]
+    if "absolute" in norms:
+        values["absolute"] = upsample(normalize_grid(maps, "absolute"))
+    if affine:
+        raw = upsample(maps)
+        for m in affine:
+            lo, gain = grid_affine_tensor(maps, m)
+            values[m] = ((raw - lo) * gain).clamp_(0.0, 1.0)
+    if options.interpolation == "bicubic":
+        for v in values.values():
+            v.clamp_(0.0, 1.0)
+    return values, valid
+
+
+def _panels_torch(bases: list[np.ndarray], values: dict[str, Tensor], valid_np: np.ndarray, groups: list[int],
+                  options: RenderOptions, device: torch.device) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Tensor backend (any device): ``(overlays uint8 [n, G, H, W, 3] | None, composites uint8 [n, H, W, 3] | None)``."""
+    img = torch.from_numpy(np.stack(bases)).to(device)  # uint8 [n, H, W, 3]
+    imgf = img.to(torch.float32)
+    invalid = background = None
+    if not valid_np.all() and options.invalid != "none":
+        invalid = ~torch.from_numpy(valid_np).to(device)  # [H, W]
+        background = torch.from_numpy(np.stack([invalid_background(b, options.invalid) for b in bases])).to(device)
+    overlays = composites = None
+    if groups:
+        alpha = float(options.alpha)
+        colours = torch.from_numpy(colormap_lut(options.cmap).astype(np.float32)).to(device) * alpha  # [256, 3]
+        idx = lut_index(values[options.norm][:, groups])  # [n, G, H, W]
+        panels = _blend_rounded(imgf.unsqueeze(1) * (1.0 - alpha) + colours[idx])  # [n, G, H, W, 3]
+        if invalid is not None:
+            panels = torch.where(invalid[None, None, :, :, None], background.unsqueeze(1), panels)
+        overlays = panels.cpu().numpy()
+    if options.composite:
+        k = values["shared"].shape[1]
+        win = values["shared"].argmax(dim=1, keepdim=True)  # first group wins ties, like dominant_group
+        top = torch.gather(values["per_map"], 1, win)[:, 0]  # [n, H, W]
+        w = (top.clamp(0.0, 1.0) * min(1.0, options.alpha + 0.2)).unsqueeze(-1)  # [n, H, W, 1]
+        cols = torch.from_numpy(group_colors(k).astype(np.float32)).to(device)[win[:, 0]]  # [n, H, W, 3]
+        comp = _blend_rounded((imgf * (1.0 - w) + cols * w) / ((1.0 - w) + w + 1e-5))  # cv2.blendLinear
+        if invalid is not None:
+            comp = torch.where(invalid[None, :, :, None], background, comp)
+        composites = comp.cpu().numpy()
+    return overlays, composites
+
+
+def _panels_opencv(bases: list[np.ndarray], values: dict[str, Tensor], valid_np: np.ndarray, groups: list[int],
+                   options: RenderOptions) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """CPU backend: the reference's OpenCV kernels, each called once on the batch stacked into one tall
+    ``[n * H, W]`` image (SIMD, no per-image call overhead). Same outputs as :func:`_panels_torch`."""
+    n, (h, w) = len(bases), valid_np.shape
+    tall = np.ascontiguousarray(np.stack(bases)).reshape(n * h, w, 3)
+    mask = None
+    if not valid_np.all() and options.invalid != "none":
+        mask = np.ascontiguousarray(np.broadcast_to(~valid_np, (n, h, w))).reshape(n * h, w).view(np.uint8)
+        background = np.stack([invalid_background(b, options.invalid) for b in bases]).reshape(n * h, w, 3)
+    overlays = composites = None
+    if groups:
+        lut = np.ascontiguousarray(colormap_lut(options.cmap)[:, None, :])
+        sel = values[options.norm][:, groups].transpose(0, 1).cpu().numpy()  # [G, n, H, W]
+        idx = to_index(sel)
+        overlays = np.empty((len(groups), n * h, w, 3), np.uint8)
+        for j in range(len(groups)):  # G calls over the whole batch
+            heat = cv2.applyColorMap(idx[j].reshape(n * h, w), lut)
+            cv2.addWeighted(tall, 1.0 - options.alpha, heat, options.alpha, 0.0, dst=overlays[j])
+            if mask is not None:
+                cv2.copyTo(background, mask, overlays[j])
+        overlays = overlays.reshape(len(groups), n, h, w, 3).transpose(1, 0, 2, 3, 4)  # [n, G, H, W, 3] (views)
+    if options.composite:
+        shared, per_map = values["shared"].cpu().numpy(), values["per_map"].cpu().numpy()
+        k = shared.shape[1]
+        win = np.zeros((n, h, w), np.uint8)
+        best, top = shared[:, 0].copy(), per_map[:, 0].copy()
+        for g in range(1, k):  # K passes over contiguous planes, first group wins ties (dominant_group)
+            better = shared[:, g] > best
+            np.copyto(win, np.uint8(g), where=better)
+            np.copyto(top, per_map[:, g], where=better)  # the winner's own strength
+            np.maximum(best, shared[:, g], out=best)
+        wgt = np.fmin(np.fmax(top, np.float32(0.0)), np.float32(1.0)) * np.float32(min(1.0, options.alpha + 0.2))
+        glut = np.zeros((256, 1, 3), np.uint8)
+        glut[:k, 0] = group_colors(k)
+        coloured = cv2.applyColorMap(win.reshape(n * h, w), glut)
+        wgt = wgt.reshape(n * h, w)
+        comp = cv2.blendLinear(tall, coloured, 1.0 - wgt, wgt)
+        if mask is not None:
+            cv2.copyTo(background, mask, comp)
+        composites = comp.reshape(n, h, w, 3)
+    return overlays, composites
+
+
+def _render_group(bases: list[np.ndarray], maps: Tensor, grid_maps: list[np.ndarray], geometry: Geometry,
+                  size: tuple[int, int], groups: list[int], options: RenderOptions, device: torch.device,
+                  backend: str) -> list[dict[str, np.ndarray]]:
+    """Panels of ``n`` images sharing ``geometry`` and render ``size``; ``maps`` is ``[n, K, h, w]``."""
+    n = maps.shape[0]
+    values, valid_np = _upsampled(maps, geometry, size, options, device)
+    if backend == "opencv":
+        overlays, composites = _panels_opencv(bases, values, valid_np, groups, options)
+    else:
+        overlays, composites = _panels_torch(bases, values, valid_np, groups, options, device)
+    out: list[dict[str, np.ndarray]] = [{} for _ in range(n)]
+    for i in range(n):
+        if overlays is not None:
+            for j, g in enumerate(groups):
+                out[i][f"group{g}"] = overlays[i, j]
+        if composites is not None:
+            out[i]["composite"] = composites[i]
+    if options.contour and groups:
+        for i in range(n):
+            for g in groups:
+                inside = grid_to_original(top_p_mask(grid_maps[i][g], options.contour).astype(np.float32),
+                                          geometry, size) > 0.5
+                out[i][f"group{g}"] = draw_contour(out[i][f"group{g}"], inside & valid_np)
+    return out
+
+
+#: how :func:`render_batch` draws: ``"torch"`` (tensor ops on the maps' device) or ``"opencv"`` (CPU)
+BACKENDS: tuple[str, ...] = ("torch", "opencv")
+
+
+def render_batch(
+    images: Sequence[np.ndarray],
+    maps: np.ndarray | Tensor,
+    geometries: Sequence[Geometry],
+    groups: Sequence[int] | None = None,
+    options: RenderOptions = RenderOptions(),
+    device: torch.device | str | None = None,
+    backend: str | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """The panels of every image of a batch (:func:`~dgml_viz.render.panels.render_panels` of each, batched).
+
+    Args:
+        images: ``B`` original ``uint8 [H_i, W_i, 3]`` RGB images (each the size its geometry refers to,
+            or already shrunk to its render size, as for ``render_panels``).
+        maps: raw attention ``[B, K, h, w]`` (numpy, or a tensor — e.g. still on the GPU).
+        geometries: ``B`` eval :class:`Geometry` objects.
+        groups: group indices to draw (default all).
+        options: :class:`RenderOptions`.
+        device: where the tensor work runs; default the device of ``maps`` (CPU for numpy).
+        backend: one of :data:`BACKENDS`; default ``"opencv"`` on the CPU (OpenCV's SIMD kernels beat
+            torch's CPU gather/elementwise ops here by ~3x) and ``"torch"`` on any other device.
+
+    Returns:
+        ``B`` dicts ``{"group{k}": uint8 [H, W, 3], ..., "composite": ...}``, in input order. The arrays
+        may be views of one batch buffer: copy before writing into them.
+    """
+    if options.interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {options.interpolation!r}")
+    if options.norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {options.norm!r}")
+    if not 0.0 <= options.alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {options.alpha}")
+    mt = maps if isinstance(maps, Tensor) else torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))
+    if mt.ndim != 4:
+        raise ValueError(f"maps must be [B, K, h, w], got shape {tuple(mt.shape)}")
+    b, k = mt.shape[:2]
+    if len(images) != b or len(geometries) != b:
+        raise ValueError(f"{len(images)} images and {len(geometries)} geometries for {b} maps")
+    dev = torch.device(device) if device is not None else mt.device
+    backend = backend or ("opencv" if dev.type == "cpu" else "torch")
+    if backend not in BACKENDS or (backend == "opencv" and dev.type != "cpu"):
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)} (opencv on the CPU only), got {backend!r}")
+    mt = mt.detach().to(dev, torch.float32)
+    groups = list(range(k)) if groups is None else [int(g) for g in groups]
+    if any(g < 0 or g >= k for g in groups):
+        raise ValueError(f"groups {groups} out of range for K={k}")
+    if options.composite and k > 256:
+        raise ValueError(f"at most 256 groups, got {k}")
+
+    buckets: dict[tuple[Geometry, tuple[int, int]], list[int]] = defaultdict(list)
+    bases: list[np.ndarray] = []
+    for i, (image, geo) in enumerate(zip(images, geometries)):
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"image {i} must be uint8 [H, W, 3], got {getattr(image, 'dtype', type(image))} "
+                             f"{getattr(image, 'shape', '')}")
+        size = output_size(geo.original, options.max_side, options.max_pixels)
+        have = (image.shape[1], image.shape[0])
+        if have not in (size, tuple(geo.original)):
+            raise ValueError(f"image {i} is {have[0]}x{have[1]}, expected the original {geo.original} or {size}")
+        bases.append(image if have == size else cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+        buckets[(geo, size)].append(i)
+
+    need_grid = bool(options.contour) and bool(groups)
+    grid_np = (mt.cpu().numpy() if need_grid else None)
+    out: list[dict[str, np.ndarray] | None] = [None] * b
+    for (geo, size), members in buckets.items():
+        sel = torch.as_tensor(members, device=dev)
+        rendered = _render_group([bases[i] for i in members], mt.index_select(0, sel),
+                                 [grid_np[i] for i in members] if grid_np is not None else [],
+                                 geo, size, groups, options, dev, backend)
+        for i, panels in zip(members, rendered):
+            out[i] = panels
+    return out  # type: ignore[return-value]
+
+
+__all__ = ["render_batch", "normalize_grid", "grid_affine_tensor", "lut_index", "BACKENDS"]
