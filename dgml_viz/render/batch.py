@@ -139,7 +139,7 @@ def _panels_torch(bases: list[np.ndarray], values: dict[str, Tensor], valid_np: 
     imgf = img.to(torch.float32)
     invalid = background = None
     if not valid_np.all() and options.invalid != "none":
-        invalid = ~torch.from_numpy(valid_np).to(device)  # [H, W]
+        invalid = ~torch.tensor(valid_np, device=device)  # [H, W]
         background = torch.from_numpy(np.stack([invalid_background(b, options.invalid) for b in bases])).to(device)
     overlays = composites = None
     if groups:
@@ -269,7 +269,7 @@ def render_batch(
         raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {options.norm!r}")
     if not 0.0 <= options.alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {options.alpha}")
-    mt = maps if isinstance(maps, Tensor) else torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))
+    mt = maps if isinstance(maps, Tensor) else torch.tensor(np.asarray(maps), dtype=torch.float32)  # a copy
     if mt.ndim != 4:
         raise ValueError(f"maps must be [B, K, h, w], got shape {tuple(mt.shape)}")
     b, k = mt.shape[:2]
