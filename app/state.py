@@ -3,7 +3,8 @@
 Everything expensive is cached with ``st.cache_resource`` under explicit string
 keys (a model is identified by ``ModelHandle.key``: its path and mtime, or the
 upload's file id), so reruns after the first reuse the results. Model logic
-lives in :mod:`dgml_viz.appkit` and below; this module only caches it.
+lives in :mod:`dgml_viz.appkit` and below (:mod:`dgml_viz.metrics.invariance`,
+:mod:`dgml_viz.explain`); this module only caches it.
 """
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ import numpy as np
 import streamlit as st
 import torch
 
-from dgml_viz.appkit import analysis, sources, views
+from dgml_viz.appkit import sources, views
+from dgml_viz.appkit.embeddings import Encoded, GalleryIndex, build_gallery_index, embed_tensors
 from dgml_viz.appkit.settings import checkpoint_label, default_checkpoint, list_checkpoints
 from dgml_viz.errors import DgmlVizError
+from dgml_viz.metrics import invariance
 
 logger = logging.getLogger(__name__)
 
@@ -195,11 +198,11 @@ def prepared(handle: ModelHandle, image: sources.SourceImage) -> views.Prepared:
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
-def _encode(model_key: str, image_key: str, _model: Any, _x: torch.Tensor) -> analysis.Encoded:
-    return analysis.embed_tensors(_model, _x)
+def _encode(model_key: str, image_key: str, _model: Any, _x: torch.Tensor) -> Encoded:
+    return embed_tensors(_model, _x)
 
 
-def encoded(handle: ModelHandle, image: sources.SourceImage) -> analysis.Encoded:
+def encoded(handle: ModelHandle, image: sources.SourceImage) -> Encoded:
     """Model outputs of one image (cached)."""
     return _encode(handle.key, image.key, handle.model, prepared(handle, image).tensor)
 
@@ -222,23 +225,23 @@ def part_masks(handle: ModelHandle, image: sources.SourceImage) -> np.ndarray | 
 
 # ----------------------------------------------------------------------------- gallery
 @st.cache_resource(max_entries=4, show_spinner="Indexing the gallery (once)...")
-def _demo_index(model_key: str, spec: tuple[int, int], _model: Any, transform_items: tuple) -> analysis.GalleryIndex:
+def _demo_index(model_key: str, spec: tuple[int, int], _model: Any, transform_items: tuple) -> GalleryIndex:
     ds = _demo_dataset(*spec)
     transform = dict(transform_items)
     preps = [views.prepare(sources.demo_image(ds, i).rgb, transform) for i in range(len(ds))]
     x = torch.cat([p.tensor for p in preps])
     names = [f"#{i} class {ds.labels[i]}" for i in range(len(ds))]
-    return analysis.build_gallery_index(_model, x, np.stack([p.view for p in preps]), ds.labels, names)
+    return build_gallery_index(_model, x, np.stack([p.view for p in preps]), ds.labels, names)
 
 
-def demo_index(handle: ModelHandle) -> analysis.GalleryIndex:
+def demo_index(handle: ModelHandle) -> GalleryIndex:
     """The demo held-out set embedded by ``handle``'s model (cached per model)."""
     return _demo_index(handle.key, demo_spec(handle), handle.model, _transform_items(handle))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Indexing the folder (once)...")
 def _folder_index(model_key: str, files: tuple[tuple[str, int], ...], _model: Any,
-                  transform_items: tuple) -> tuple[analysis.GalleryIndex, list[str]]:
+                  transform_items: tuple) -> tuple[GalleryIndex, list[str]]:
     transform = dict(transform_items)
     preps, names, skipped = [], [], []
     for path, _ in files:
@@ -253,10 +256,10 @@ def _folder_index(model_key: str, files: tuple[tuple[str, int], ...], _model: An
         raise DatasetError("no readable images in the folder" + (f" ({skipped[0]})" if skipped else ""))
     x = torch.cat([p.tensor for p in preps])
     labels = [-1] * len(preps)
-    return analysis.build_gallery_index(_model, x, np.stack([p.view for p in preps]), labels, names), skipped
+    return build_gallery_index(_model, x, np.stack([p.view for p in preps]), labels, names), skipped
 
 
-def folder_index(handle: ModelHandle, files: list[Path]) -> tuple[analysis.GalleryIndex, list[str]]:
+def folder_index(handle: ModelHandle, files: list[Path]) -> tuple[GalleryIndex, list[str]]:
     """A folder's images embedded once (cached on the file list and mtimes); also the skipped files' errors."""
     stamp = tuple((str(p), p.stat().st_mtime_ns) for p in files)
     return _folder_index(handle.key, stamp, handle.model, _transform_items(handle))
@@ -337,22 +340,24 @@ def file_image(path: Path) -> sources.SourceImage:
 # ----------------------------------------------------------------------------- probes
 @st.cache_resource(max_entries=32, show_spinner=False)
 def permutation_probe(model_key: str, image_key: str, seed: int, _model: Any, _x: torch.Tensor) -> dict[str, Any]:
-    return analysis.permutation_probe(_model, _x, seed)
+    return invariance.permutation_probe(_model, _x, seed)
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
 def translate_probe(model_key: str, image_key: str, dx: int, dy: int, mode: str, _model: Any,
                     _x: torch.Tensor) -> dict[str, Any]:
-    return analysis.translate_probe(_model, _x, dx, dy, mode)
+    return invariance.translate_probe(_model, _x, dx, dy, mode)
 
 
 @st.cache_resource(max_entries=32, show_spinner="Computing the translation curve...")
 def translation_curve(model_key: str, image_key: str, mode: str, axis: str, shifts: tuple[int, ...],
                       _model: Any, _x: torch.Tensor) -> dict[str, Any]:
-    return analysis.translation_curve(_model, _x, shifts, mode=mode, axis=axis)
+    return invariance.translation_curve(_model, _x, shifts, mode=mode, axis=axis)
 
 
 @st.cache_resource(max_entries=32, show_spinner="Computing attributions...")
 def attribution(model_key: str, image_key: str, ref_key: str, group: int, method: str, n_steps: int, _model: Any,
                 _x: torch.Tensor, _ref_groups: np.ndarray) -> np.ndarray:
-    return analysis.attribution_maps(_model, _x, _ref_groups, group, method, n_steps=n_steps)
+    from dgml_viz.explain import attribution_map
+
+    return attribution_map(_model, _x, _ref_groups, group, method, n_steps=n_steps)

@@ -22,6 +22,11 @@ class ConfigError(DgmlVizError):
     """A config/recipe or a command-line value is invalid."""
 
 
+class GroupSelectionError(ConfigError, ValueError):
+    """A subset of groups is empty or names a group the model/index does not have (also a ValueError:
+    an invalid argument to the library's retrieval functions)."""
+
+
 class DatasetError(DgmlVizError):
     """A dataset folder does not have the expected layout."""
 

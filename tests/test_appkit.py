@@ -10,8 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from dgml_viz.appkit import analysis, paths, settings, sources, views
+from dgml_viz.appkit import paths, settings, sources, views
+from dgml_viz.appkit.embeddings import GalleryIndex, embed_tensors
 from dgml_viz.errors import ConfigError, ImageError
+from dgml_viz.explain import attribution_map
+from dgml_viz.index.search import group_similarities, neighbours
+from dgml_viz.metrics.agreement import rank_correlation
+from dgml_viz.metrics.invariance import permutation_probe, shift_xy, translate_probe, translation_curve
+from dgml_viz.metrics.localisation import group_stats, upsample_attention
 from dgml_viz.model import create_model
 
 
@@ -105,7 +111,7 @@ def test_sample_photos_and_demo_images() -> None:
     assert img.key != sources.demo_image(ds, 6).key
 
 
-# ----------------------------------------------------------------------------- analysis
+# ------------------------------------------- analysis the app shows (metrics, index.search, explain)
 def test_group_stats_entropy_peak_and_part_shares() -> None:
     k, h, w = 3, 4, 4
     att = np.full((k, h, w), 1.0 / (h * w), np.float32)
@@ -114,20 +120,20 @@ def test_group_stats_entropy_peak_and_part_shares() -> None:
     masks = np.zeros((2, 16, 16), bool)
     masks[0, :4, :4] = True  # exactly the top-left cell
     masks[1, 8:, 8:] = True  # a quarter of the image
-    rows = analysis.group_stats(att, masks, ("p0", "p1"))
+    rows = group_stats(att, masks, ("p0", "p1"))
     assert rows[0]["entropy"] == pytest.approx(1.0) and rows[1]["entropy"] == pytest.approx(0.0, abs=1e-6)
     assert rows[0]["peak_share"] == pytest.approx(1 / 16) and rows[1]["peak_share"] == pytest.approx(1.0)
     assert rows[1]["best_part"] == "p0" and rows[1]["best_part_share"] == pytest.approx(1.0)
     # uniform attention: share inside = area of the part / union
     assert rows[0]["best_part"] == "p1" and rows[0]["best_part_share"] == pytest.approx(0.25)
     assert rows[0]["inside_parts"] == pytest.approx(0.25 + 1 / 16)
-    assert "best_part" not in analysis.group_stats(att)[0]
+    assert "best_part" not in group_stats(att)[0]
 
 
-def _index(groups: np.ndarray) -> analysis.GalleryIndex:
+def _index(groups: np.ndarray) -> GalleryIndex:
     n = len(groups)
-    return analysis.GalleryIndex(groups=groups, attention=None, views=np.zeros((n, 8, 8, 3), np.uint8),
-                                 labels=np.arange(n), names=[str(i) for i in range(n)])
+    return GalleryIndex(groups=groups, attention=None, views=np.zeros((n, 8, 8, 3), np.uint8),
+                        labels=np.arange(n), names=[str(i) for i in range(n)])
 
 
 @pytest.mark.parametrize("subset", [None, [0], [0, 2], [2, 1]])
@@ -137,7 +143,7 @@ def test_neighbours_match_brute_force(subset: list[int] | None) -> None:
     index = _index(groups)
     q = groups[7]
     sel = [0, 1, 2] if subset is None else sorted(subset)
-    hits = analysis.neighbours(q, index, k=6, groups=subset, exclude=7)
+    hits = neighbours(q, index, k=6, groups=subset, exclude=7)
     # brute force: mean cosine over the chosen groups; the query itself excluded
     brute = np.einsum("kd,nkd->nk", q[sel], groups[:, sel]).mean(axis=1)
     brute[7] = -np.inf
@@ -151,24 +157,24 @@ def test_neighbours_match_brute_force(subset: list[int] | None) -> None:
         e_n = groups[h.index, sel].reshape(-1) / np.sqrt(len(sel))
         assert h.distance == pytest.approx(np.linalg.norm(e_q - e_n), abs=1e-4)
     with pytest.raises(ValueError):
-        analysis.neighbours(q, index, groups=[])
+        neighbours(q, index, groups=[])
     with pytest.raises(ValueError):
-        analysis.neighbours(q, index, groups=[3])
+        neighbours(q, index, groups=[3])
 
 
 def test_all_group_similarity_is_the_embedding_cosine(model: torch.nn.Module) -> None:
     x = torch.randn(6, 3, 48, 48)
-    enc = analysis.embed_tensors(model, x, batch_size=4)  # chunked == one batch
+    enc = embed_tensors(model, x, batch_size=4)  # chunked == one batch
     with torch.no_grad():
         out = model(x)
     np.testing.assert_allclose(enc.embedding, out.embedding.numpy(), atol=1e-5)
-    per_group = analysis.group_similarities(enc.groups[0], enc.groups)  # [N, K]
+    per_group = group_similarities(enc.groups[0], enc.groups)  # [N, K]
     np.testing.assert_allclose(per_group.mean(axis=1), enc.embedding @ enc.embedding[0], atol=1e-5)
 
 
 def test_permutation_probe_attentive_and_gap(model: torch.nn.Module) -> None:
     x = torch.randn(1, 3, 64, 64)
-    res = analysis.permutation_probe(model, x, seed=3)
+    res = permutation_probe(model, x, seed=3)
     assert res["max_abs_group_delta"] < 1e-5 and res["embedding_cosine"] == pytest.approx(1.0, abs=1e-6)
     assert res["attention_max_abs_delta"] < 1e-6
     np.testing.assert_allclose(res["attention_unpermuted"], res["attention_before"], atol=1e-6)
@@ -176,47 +182,47 @@ def test_permutation_probe_attentive_and_gap(model: torch.nn.Module) -> None:
     perm = res["perm"]
     np.testing.assert_allclose(res["attention_after"].reshape(3, -1), res["attention_before"].reshape(3, -1)[:, perm],
                                atol=1e-6)
-    assert not np.array_equal(perm, analysis.permutation_probe(model, x, seed=4)["perm"])  # re-roll changes it
+    assert not np.array_equal(perm, permutation_probe(model, x, seed=4)["perm"])  # re-roll changes it
     gap = create_model("small_cnn", groups=1, dim=16, head="gap", width=8).eval()
-    res = analysis.permutation_probe(gap, x, seed=0)
+    res = permutation_probe(gap, x, seed=0)
     assert res["max_abs_group_delta"] < 1e-5 and res["attention_before"] is None
 
 
 def test_translate_probe_and_shift_round_trip(model: torch.nn.Module) -> None:
     x = torch.randn(1, 3, 64, 64)
-    res = analysis.translate_probe(model, x, 0, 0, "wrap")
+    res = translate_probe(model, x, 0, 0, "wrap")
     assert res["embedding_cosine"] == pytest.approx(1.0, abs=1e-5)
     np.testing.assert_allclose(res["group_cosine"], 1.0, atol=1e-5)
-    back = analysis.shift_xy(analysis.shift_xy(x, 8, -16, "wrap"), -8, 16, "wrap")
+    back = shift_xy(shift_xy(x, 8, -16, "wrap"), -8, 16, "wrap")
     assert torch.equal(back, x)
-    padded = analysis.shift_xy(x, 8, 8, "pad")
+    padded = shift_xy(x, 8, 8, "pad")
     assert torch.equal(padded[..., :8, :], torch.zeros_like(padded[..., :8, :]))
     assert torch.equal(padded[..., 8:, 8:], x[..., :-8, :-8])
-    res = analysis.translate_probe(model, x, 8, 8, "pad")
+    res = translate_probe(model, x, 8, 8, "pad")
     assert -1 <= res["embedding_cosine"] <= 1 + 1e-6
-    curve = analysis.translation_curve(model, x, [-8, 0, 8])
+    curve = translation_curve(model, x, [-8, 0, 8])
     assert curve["embedding_cosine"][1] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_rank_correlation_properties() -> None:
     att = np.random.default_rng(0).random((4, 4)).astype(np.float32)
-    up = analysis.upsample_attention(att, (16, 16))
-    assert analysis.rank_correlation(att, up, absolute=False) == pytest.approx(1.0)
-    assert analysis.rank_correlation(att, np.exp(3 * up.astype(np.float64)), absolute=False) == pytest.approx(1.0, abs=1e-5)
-    assert analysis.rank_correlation(att, -up, absolute=False) == pytest.approx(-1.0)
-    assert analysis.rank_correlation(att, -up, absolute=True) == pytest.approx(1.0)
-    assert np.isnan(analysis.rank_correlation(np.ones((4, 4)), up))
+    up = upsample_attention(torch.as_tensor(att)[None, None], (16, 16))[0, 0].numpy()
+    assert rank_correlation(att, up, absolute=False) == pytest.approx(1.0)
+    assert rank_correlation(att, np.exp(3 * up.astype(np.float64)), absolute=False) == pytest.approx(1.0, abs=1e-5)
+    assert rank_correlation(att, -up, absolute=False) == pytest.approx(-1.0)
+    assert rank_correlation(att, -up, absolute=True) == pytest.approx(1.0)
+    assert np.isnan(rank_correlation(np.ones((4, 4)), up))
 
 
 def test_attribution_maps_shapes(model: torch.nn.Module) -> None:
     x = torch.randn(1, 3, 48, 48)
     with torch.no_grad():
         ref = model(torch.randn(1, 3, 48, 48)).groups[0].numpy()
-    ig = analysis.attribution_maps(model, x, ref, 1, "integrated_gradients", n_steps=4)
-    cam = analysis.attribution_maps(model, x, ref, 1, "grad_cam")
+    ig = attribution_map(model, x, ref, 1, "integrated_gradients", n_steps=4)
+    cam = attribution_map(model, x, ref, 1, "grad_cam")
     assert ig.shape == cam.shape == (48, 48) and (cam >= 0).all()
     with pytest.raises(ValueError):
-        analysis.attribution_maps(model, x, ref, 0, "lime")
+        attribution_map(model, x, ref, 0, "lime")
 
 
 # ----------------------------------------------------------------------------- views
@@ -284,7 +290,7 @@ def test_translate_probe_peaks_follow_a_wrapped_shift() -> None:
     x[..., 5, 7] += 6.0  # one salient pixel
     with torch.no_grad():
         m.head.queries.mul_(50.0)
-    res = analysis.translate_probe(m, x, 4, -3, "wrap")
+    res = translate_probe(m, x, 4, -3, "wrap")
     assert res["embedding_cosine"] == pytest.approx(1.0, abs=1e-5)
     moved = (res["peaks_shifted"] - res["peaks"]) % 24
     np.testing.assert_allclose(moved, np.tile([4, 24 - 3], (2, 1)), atol=1e-6)

@@ -6,7 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from app import state
-from dgml_viz.appkit import analysis, views
+from dgml_viz.appkit import views
+from dgml_viz.index.search import neighbours
+from dgml_viz.metrics.agreement import rank_correlation
 
 handle: state.ModelHandle = st.session_state["_handle"]
 
@@ -35,7 +37,7 @@ if ref_kind == REF_KINDS[2]:
 else:
     if ref_kind == REF_KINDS[0]:
         same = image.demo_index if image.demo_index is not None and len(index) > 1 else None
-        ref_i = analysis.neighbours(enc.groups[0], index, k=1, groups=[int(group)], exclude=same)[0].index
+        ref_i = neighbours(enc.groups[0], index.searcher, k=1, groups=[int(group)], exclude=same)[0].index
     else:
         ref_i = int(ref_idx)
     ref_groups, ref_key, ref_view = index.groups[ref_i], f"demo:{ref_i}", index.views[ref_i]
@@ -58,7 +60,7 @@ for name, method in methods.items():
     ovl, _ = views.overlays(prep.view, (shown / max(float(shown.max()), 1e-12))[None], geo,
                             views.OverlayStyle(cmap="inferno"), size=disp)
     panels.append((ovl[0], f"{name} (|attribution|)"))
-    rho = float("nan") if att is None else analysis.rank_correlation(att, amap, absolute=True)
+    rho = float("nan") if att is None else rank_correlation(att, amap, absolute=True)
     rows.append({"method": name, "Spearman ρ with attention": rho,
                  "sum of attribution": float(amap.sum()), "max |attribution|": float(shown.max())})
 

@@ -10,9 +10,11 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, state, widgets
-from dgml_viz.appkit import analysis, paths, views
+from dgml_viz.appkit import paths, views
+from dgml_viz.appkit.embeddings import GalleryIndex
 from dgml_viz.appkit.settings import allowed_roots
 from dgml_viz.errors import DgmlVizError
+from dgml_viz.index.search import Neighbour, group_similarities, neighbours
 
 handle: state.ModelHandle = st.session_state["_handle"]
 side_image = st.session_state.get("_image")
@@ -28,9 +30,9 @@ OTHER_INDEX = "another folder..."
 
 
 class MemoryGallery:
-    """A gallery embedded in memory (:class:`analysis.GalleryIndex`): thumbnails are the model-input views."""
+    """A gallery embedded in memory (:class:`GalleryIndex`): thumbnails are the model-input views."""
 
-    def __init__(self, gi: analysis.GalleryIndex) -> None:
+    def __init__(self, gi: GalleryIndex) -> None:
         self.gi, self.labels, self.num_groups = gi, gi.labels, int(gi.groups.shape[1])
         self.geo = views.tensor_geometry(gi.views.shape[1])
 
@@ -46,8 +48,8 @@ class MemoryGallery:
     def picture(self, i: int) -> tuple[np.ndarray, np.ndarray | None, object]:
         return self.gi.views[i], None if self.gi.attention is None else self.gi.attention[i], self.geo
 
-    def neighbours(self, q: np.ndarray, k: int, groups: list[int], exclude: int | None) -> list[analysis.Neighbour]:
-        return analysis.neighbours(q, self.gi, k=k, groups=groups, exclude=exclude)
+    def neighbours(self, q: np.ndarray, k: int, groups: list[int], exclude: int | None) -> list[Neighbour]:
+        return neighbours(q, self.gi.searcher, k=k, groups=groups, exclude=exclude)
 
 
 class StoredGallery:
@@ -83,8 +85,8 @@ class StoredGallery:
             raise DgmlVizError(f"{path}: outside the allowed roots")
         return state.file_image(path).rgb, att, geo
 
-    def neighbours(self, q: np.ndarray, k: int, groups: list[int], exclude: int | None) -> list[analysis.Neighbour]:
-        return analysis.index_neighbours(self.searcher, q, k=k, groups=groups, exclude=exclude)
+    def neighbours(self, q: np.ndarray, k: int, groups: list[int], exclude: int | None) -> list[Neighbour]:
+        return neighbours(q, self.searcher, k=k, groups=groups, exclude=exclude)
 
 
 def _pick_index(roots: list) -> StoredGallery | None:
@@ -221,7 +223,7 @@ st.subheader("Two queries, group by group")
 b_index = st.number_input(f"second query (gallery index 0-{len(gallery) - 1})", 0, len(gallery) - 1,
                           min(1, len(gallery) - 1), 1, key="cmp_query_b")
 b = int(b_index)
-per_group = analysis.group_similarities(q_groups, gallery.groups(b)[None])[0]
+per_group = group_similarities(q_groups, gallery.groups(b)[None])[0]
 st.caption(f"A = {q_name}, B = {gallery.name(b)}: embedding similarity "
            f"{float(per_group.mean()):.3f} = mean of the per-group cosines below")
 b_pic = _picture(b)

@@ -6,9 +6,11 @@ import pandas as pd
 import streamlit as st
 
 from app import state, widgets
-from dgml_viz.appkit import analysis, paths, sources, views
+from dgml_viz.appkit import paths, sources, views
+from dgml_viz.appkit.embeddings import GalleryIndex, gallery_health
 from dgml_viz.appkit.settings import allowed_roots
 from dgml_viz.errors import DgmlVizError
+from dgml_viz.metrics.localisation import group_stats
 
 handle: state.ModelHandle = st.session_state["_handle"]
 
@@ -17,8 +19,8 @@ HEALTH_FOLDER_LIMIT = 400
 
 
 @st.cache_resource(max_entries=8, show_spinner="Checking group health (once)...")
-def _health(model_key: str, gallery_key: str, use_labels: bool, _gallery: analysis.GalleryIndex) -> object:
-    return analysis.gallery_health(_gallery, use_labels=use_labels)
+def _health(model_key: str, gallery_key: str, use_labels: bool, _gallery: GalleryIndex) -> object:
+    return gallery_health(_gallery, use_labels=use_labels)
 
 
 def health_section() -> None:
@@ -81,7 +83,7 @@ for g in range(k):
     cols[g + 1].image(ovl[g], caption=f"group {g}", width="stretch")
 cols[k + 1].image(comp, caption="composite", width="stretch")
 
-stats = analysis.group_stats(att, state.part_masks(handle, image), image.part_names)
+stats = group_stats(att, state.part_masks(handle, image), image.part_names)
 table = pd.DataFrame(stats).set_index("group")
 st.subheader("Per-group numbers")
 st.dataframe(table.style.format(precision=3), width="stretch")

@@ -3,7 +3,12 @@
 With K L2-normalised groups, the vector searched for a subset ``S`` of groups is the
 concatenation of the ``S`` slices, renormalised as a whole (``/ sqrt(|S|)``), so the
 inner product is ``sim_S(q, n) = sum_{g in S} <f_g(q), f_g(n)> / |S|`` — the mean of
-the chosen groups' cosines; ``S`` = all groups is the model's own embedding.
+the chosen groups' cosines; ``S`` = all groups is the model's own embedding. The
+contribution of group ``g`` to that similarity is its term ``<f_g(q), f_g(n)> / |S|``
+(:class:`Neighbour`), and the Euclidean distance of the normalised vectors is
+``sqrt(2 - 2 sim)``. This is the one retrieval on group subsets: the CLI's ``search``,
+the app's Compare page on an on-disk index and on an in-memory gallery (anything with
+``groups [N, K, d]``, searched with an exact flat index) all go through :class:`Searcher`.
 
 Index kinds (``method``):
 
@@ -30,7 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dgml_viz.errors import CheckpointError, ConfigError
+from dgml_viz.errors import CheckpointError, ConfigError, GroupSelectionError
 from dgml_viz.index.store import EmbeddingIndex, file_sha256
 
 logger = logging.getLogger(__name__)
@@ -55,13 +60,19 @@ def subset_vectors(groups: np.ndarray, sel: Sequence[int]) -> np.ndarray:
 
 
 def check_groups(groups: Sequence[int] | None, k: int) -> list[int]:
-    """Sorted unique group indices (all when None); ConfigError when empty or out of ``0..k-1``."""
+    """Sorted unique group indices (all when None); GroupSelectionError (a ConfigError and a
+    ValueError) when empty or out of ``0..k-1``."""
     if groups is None:
         return list(range(k))
     sel = sorted({int(g) for g in groups})
     if not sel or any(not 0 <= g < k for g in sel):
-        raise ConfigError(f"groups {list(groups)}: the index has groups 0..{k - 1}")
+        raise GroupSelectionError(f"groups {list(groups)}: the index has groups 0..{k - 1}")
     return sel
+
+
+def group_similarities(query_groups: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """``<f_g(q), f_g(n)>`` for every row and group: ``[K, d], [N, K, d] -> float32 [N, K]``."""
+    return np.einsum("kd,nkd->nk", np.asarray(query_groups, dtype=np.float32), np.asarray(groups, dtype=np.float32))
 
 
 @dataclass(frozen=True)
@@ -171,8 +182,45 @@ class Searcher:
             if valid.any():
                 g = np.asarray(self.index.groups[np.sort(rows[j][valid])], dtype=np.float32)
                 order = np.argsort(np.argsort(rows[j][valid]))
-                gsim[j, valid] = np.einsum("kd,nkd->nk", q[j], g[order])
+                gsim[j, valid] = group_similarities(q[j], g[order])
         return SearchResult(groups=sel, index=rows, similarity=sims, group_similarity=gsim)
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One retrieved item: row ``index``, ``similarity`` over the chosen groups, Euclidean
+    ``distance`` of the (subset) normalised embeddings, and ``contributions`` ``[K]`` (0 for groups
+    outside the subset; they sum to ``similarity``)."""
+
+    index: int
+    similarity: float
+    distance: float
+    contributions: np.ndarray
+
+
+def neighbours(query_groups: np.ndarray, gallery: Searcher | Any, k: int = 5, groups: Sequence[int] | None = None,
+               exclude: int | None = None) -> list[Neighbour]:
+    """Top-``k`` items for one query ``[K, d]``, searched on ``groups`` (default all).
+
+    Args:
+        query_groups: ``[K, d]`` normalised group embeddings.
+        gallery: a :class:`Searcher` (e.g. over an on-disk index), or anything with
+            ``groups [N, K, d]`` (searched exactly by a flat :class:`Searcher` made here).
+        k: neighbours wanted (fewer when the gallery is smaller).
+        groups: group subset (:func:`check_groups`).
+        exclude: a row to leave out (the query itself when it comes from the gallery).
+
+    Raises:
+        GroupSelectionError: empty subset or a group out of range.
+    """
+    searcher = gallery if isinstance(gallery, Searcher) else Searcher(gallery)
+    res = searcher.search(np.asarray(query_groups, dtype=np.float32)[None], k=k, groups=groups,
+                          exclude=[[exclude]] if exclude is not None else None)
+    mask = np.zeros(res.group_similarity.shape[-1], dtype=np.float32)
+    mask[res.groups] = 1.0 / len(res.groups)
+    return [Neighbour(index=int(i), similarity=float(s), distance=float(np.sqrt(max(0.0, 2 - 2 * s))),
+                      contributions=gs * mask)
+            for i, s, gs in zip(res.index[0], res.similarity[0], res.group_similarity[0]) if i >= 0]
 
 
 # --------------------------------------------------------------------------- queries
@@ -216,5 +264,5 @@ def neighbours_json(query: str, result: SearchResult, index: EmbeddingIndex, row
     return {"query": query, "groups": list(result.groups), "neighbours": hits}
 
 
-__all__ = ["Searcher", "SearchResult", "subset_vectors", "check_groups", "load_index_model", "embed_paths",
-           "neighbours_json", "METHODS"]
+__all__ = ["Searcher", "SearchResult", "Neighbour", "neighbours", "group_similarities", "subset_vectors",
+           "check_groups", "load_index_model", "embed_paths", "neighbours_json", "METHODS"]

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dgml_viz.metrics.localisation import upsample_attention
+
 logger = logging.getLogger(__name__)
 
 BASELINES = ("blur", "mean")
@@ -63,9 +65,9 @@ def make_baseline(images: Tensor, kind: str = "blur", sigma: float | None = None
     raise ValueError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINES)}")
 
 
-def attention_saliency(attention: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinearly upsampled attention (``align_corners=False``): ``[N, K, h, w] -> [N, K, H, W]``."""
-    return F.interpolate(attention.float(), size=size, mode="bilinear", align_corners=False)
+#: The attention ordering: bilinearly upsampled attention (``align_corners=False``),
+#: ``[N, K, h, w] -> [N, K, H, W]`` (:func:`dgml_viz.metrics.localisation.upsample_attention`).
+attention_saliency = upsample_attention
 
 
 def random_saliency(n: int, size: tuple[int, int], seed: int = 0) -> Tensor:

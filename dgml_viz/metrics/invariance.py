@@ -14,7 +14,10 @@
   loses the content that leaves the frame.
 
 Both run under ``torch.inference_mode`` and are batched over images and
-permutations/shifts.
+permutations/shifts. For one image, with the maps to draw (the app's Invariance page):
+
+* :func:`permutation_probe` — one seeded permutation, the attention before/after and put back;
+* :func:`translate_probe` — one ``(dx, dy)`` shift, per-group cosines and where the attention peaks moved.
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dgml_viz.metrics.keypoints import peak_positions
+
 logger = logging.getLogger(__name__)
 
 MODES = ("wrap", "pad")
@@ -33,6 +38,18 @@ MODES = ("wrap", "pad")
 def permute_positions(features: Tensor, perm: Tensor) -> Tensor:
     """Reorder the ``h*w`` positions of ``[B, C, h, w]`` by ``perm`` ``[h*w]`` (shape kept)."""
     return features.flatten(2)[..., perm].view(features.shape)
+
+
+def random_permutations(num_positions: int, count: int, seed: int) -> Tensor:
+    """``count`` random permutations of ``num_positions`` positions, ``[count, num_positions]`` long,
+    drawn in turn from one generator seeded with ``seed`` (the first is :func:`random_permutation`)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.stack([torch.randperm(num_positions, generator=gen) for _ in range(count)])
+
+
+def random_permutation(num_positions: int, seed: int) -> Tensor:
+    """A seeded random permutation ``[num_positions]`` of feature positions."""
+    return random_permutations(num_positions, 1, seed)[0]
 
 
 def permutation_certificate(head: nn.Module, features: Tensor, num_permutations: int = 8,
@@ -50,9 +67,8 @@ def permutation_certificate(head: nn.Module, features: Tensor, num_permutations:
         float | None (attention compared after applying the same permutation),
         "num_permutations", "num_images"}``.
     """
-    gen = torch.Generator().manual_seed(int(seed))
     b, c, h, w = features.shape
-    perms = torch.stack([torch.randperm(h * w, generator=gen) for _ in range(num_permutations)])  # [P, hw]
+    perms = random_permutations(h * w, num_permutations, seed)  # [P, hw]
     with torch.inference_mode():
         ref = head(features)
         x = features.flatten(2)[:, :, perms.to(features.device)]  # [B, C, P, hw]
@@ -72,6 +88,40 @@ def permutation_certificate(head: nn.Module, features: Tensor, num_permutations:
         "num_permutations": int(num_permutations),
         "num_images": int(b),
     }
+
+
+def permutation_probe(model: nn.Module, x: Tensor, seed: int) -> dict[str, Any]:
+    """Permute the feature map's positions of one image and compare the head's outputs.
+
+    Args:
+        model: grouping model (``model.features``, ``model.head``); x: ``[1, 3, S, S]``;
+        seed: permutation seed (:func:`random_permutation`).
+
+    Returns:
+        ``{"max_abs_group_delta", "embedding_cosine", "attention_before" [K,h,w] | None,
+        "attention_after" [K,h,w] | None (of the permuted map), "attention_unpermuted" | None
+        (after, positions put back), "attention_max_abs_delta" | None, "perm" [h*w]}`` (numpy arrays).
+    """
+    with torch.inference_mode():
+        feats = model.features(x)
+        h, w = feats.shape[-2:]
+        perm = random_permutation(h * w, seed).to(feats.device)
+        ref = model.head(feats)
+        out = model.head(permute_positions(feats, perm))
+    res: dict[str, Any] = {
+        "max_abs_group_delta": float((out.groups - ref.groups).abs().max()),
+        "embedding_cosine": float(F.cosine_similarity(out.embedding, ref.embedding, dim=-1)[0]),
+        "perm": perm.cpu().numpy(),
+        "attention_before": None, "attention_after": None, "attention_unpermuted": None,
+        "attention_max_abs_delta": None,
+    }
+    if ref.attention is not None and out.attention is not None:
+        after = out.attention[0]
+        unperm = permute_positions(out.attention, torch.argsort(perm))[0]
+        res.update(attention_before=ref.attention[0].cpu().numpy(), attention_after=after.cpu().numpy(),
+                   attention_unpermuted=unperm.cpu().numpy(),
+                   attention_max_abs_delta=float((unperm - ref.attention[0]).abs().max()))
+    return res
 
 
 def shift_images(images: Tensor, shift: int, mode: str = "wrap", axis: str = "x") -> Tensor:
@@ -95,6 +145,37 @@ def shift_images(images: Tensor, shift: int, mode: str = "wrap", axis: str = "x"
         start = 0 if s >= 0 else abs(s)
         out = out.narrow(d, start, size)
     return out
+
+
+def shift_xy(x: Tensor, dx: int, dy: int, mode: str = "wrap") -> Tensor:
+    """Translate ``[N, 3, H, W]`` by ``dx`` (right) and ``dy`` (down) pixels (see :func:`shift_images`)."""
+    return shift_images(shift_images(x, int(dx), mode, "x"), int(dy), mode, "y")
+
+
+def translate_probe(model: nn.Module, x: Tensor, dx: int, dy: int, mode: str = "wrap") -> dict[str, Any]:
+    """Embed one image ``x`` ``[1, 3, S, S]`` and its translation by ``(dx, dy)`` (:func:`shift_xy`).
+
+    Returns:
+        ``{"shifted": [1,3,S,S] tensor, "group_cosine": [K], "embedding_cosine": float,
+        "attention": [K,h,w] | None, "attention_shifted": [K,h,w] | None,
+        "peaks" / "peaks_shifted": [K, 2] (x, y) input pixels of the upsampled attention peaks | None}``
+        (numpy arrays but ``shifted``).
+    """
+    shifted = shift_xy(x, dx, dy, mode)
+    with torch.inference_mode():
+        out = model(torch.cat([x, shifted]))
+    gcos = (out.groups[0] * out.groups[1]).sum(dim=-1)
+    att = out.attention
+    peaks = None if att is None else peak_positions(att.float().cpu(), tuple(x.shape[-2:])).numpy()
+    return {
+        "shifted": shifted,
+        "group_cosine": gcos.cpu().numpy(),
+        "embedding_cosine": float((out.embedding[0] * out.embedding[1]).sum()),
+        "attention": None if att is None else att[0].cpu().numpy(),
+        "attention_shifted": None if att is None else att[1].cpu().numpy(),
+        "peaks": None if peaks is None else peaks[0],
+        "peaks_shifted": None if peaks is None else peaks[1],
+    }
 
 
 def translation_curve(model: nn.Module, images: Tensor, shifts: Sequence[int], mode: str = "wrap",
@@ -135,4 +216,5 @@ def translation_curve(model: nn.Module, images: Tensor, shifts: Sequence[int], m
     }
 
 
-__all__ = ["MODES", "permute_positions", "permutation_certificate", "shift_images", "translation_curve"]
+__all__ = ["MODES", "permute_positions", "random_permutations", "random_permutation", "permutation_certificate",
+           "permutation_probe", "shift_images", "shift_xy", "translate_probe", "translation_curve"]

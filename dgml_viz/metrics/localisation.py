@@ -19,7 +19,11 @@ where ``coverage`` is the part mask *downsampled by area* (``F.interpolate``,
 exactly the mass of the nearest-upsampled map inside the mask and needs no
 renormalisation (masses stay in [0, 1] and sum to <= 1 over disjoint parts).
 The pointing game, in contrast, uses the bilinear upsampling (``align_corners=
-False``) that the heatmap renderer shows, because a peak needs a pixel position.
+False``) that the heatmap renderer shows, because a peak needs a pixel position
+(:func:`upsample_attention`, also the saliency of :mod:`.faithfulness` and what
+:func:`dgml_viz.metrics.agreement.rank_correlation` compares attributions with).
+:func:`group_stats` gathers one image's per-group numbers (entropy, peak share,
+shares inside the parts) for a table.
 
 All functions are pure; shapes are documented per function.
 
@@ -35,10 +39,13 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
+
+from dgml_viz.metrics.diversity import attention_entropy
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +101,50 @@ def match_groups_to_parts(mass: Tensor) -> Tensor:
     return out
 
 
+def upsample_attention(attention: Tensor, size: tuple[int, int]) -> Tensor:
+    """Attention on the input pixels: bilinear (``align_corners=False``), ``[N, K, h, w] -> [N, K, H, W]`` float."""
+    return F.interpolate(attention.float(), size=size, mode="bilinear", align_corners=False)
+
+
 def attention_peaks(attention: Tensor, size: tuple[int, int]) -> Tensor:
-    """Pixel ``(y, x)`` of the maximum of each bilinearly upsampled map.
+    """Pixel ``(y, x)`` of the maximum of each bilinearly upsampled map (:func:`upsample_attention`).
 
     ``[N, K, h, w] -> [N, K, 2]`` long (ties: first in row-major order).
     """
-    up = F.interpolate(attention.float(), size=size, mode="bilinear", align_corners=False)
+    up = upsample_attention(attention, size)
     flat = up.flatten(2).argmax(dim=-1)  # [N, K]
     return torch.stack([flat // size[1], flat % size[1]], dim=-1)
+
+
+def group_stats(attention: np.ndarray, part_masks: np.ndarray | None = None,
+                part_names: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Per-group numbers for one image (a table row per group).
+
+    Args:
+        attention: ``[K, h, w]`` (each map sums to 1).
+        part_masks: ``[P, S, S]`` bool masks aligned with the model input, or None.
+        part_names: names of the P parts.
+
+    Returns:
+        K dicts: ``group``, ``entropy`` (normalised to [0, 1], :func:`~.diversity.attention_entropy`),
+        ``peak_share`` (mass of the strongest cell); with masks also ``best_part``, ``best_part_share``
+        (mass inside the part holding most of it, :func:`part_attention_mass`) and ``inside_parts``
+        (mass inside the union of all parts).
+    """
+    att = torch.as_tensor(np.asarray(attention, dtype=np.float32))[None]  # [1, K, h, w]
+    ent = attention_entropy(att)[0].tolist()
+    peak = att.flatten(2).amax(dim=-1)[0].tolist()
+    rows = [{"group": k, "entropy": float(e), "peak_share": float(p)} for k, (e, p) in enumerate(zip(ent, peak))]
+    if part_masks is not None and len(part_masks):
+        masks = torch.as_tensor(np.asarray(part_masks, dtype=bool))
+        union = masks.any(dim=0, keepdim=True)
+        mass = part_attention_mass(att, torch.cat([masks, union])[None])[0]  # [K, P+1]
+        names = list(part_names) or [f"part {i}" for i in range(masks.shape[0])]
+        per_part, inside = mass[:, :-1], mass[:, -1]
+        best = per_part.argmax(dim=1)
+        for row, b, share, ins in zip(rows, best.tolist(), per_part.max(dim=1).values.tolist(), inside.tolist()):
+            row.update(best_part=names[b], best_part_share=float(share), inside_parts=float(ins))
+    return rows
 
 
 def pointing_hits(attention: Tensor, part_masks: Tensor, assignment: Tensor) -> Tensor:
