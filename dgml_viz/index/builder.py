@@ -252,6 +252,155 @@ def _embed(model: Any, items: Sequence[tuple[Path, tuple[int, int]]], writer: _C
     return embedded, failed
 
 
+# --------------------------------------------------------------------------- planning
+Stamp = tuple[int, int]  # (size, mtime_ns) of a file
+Chunk = tuple[Rows, list[dict[str, Any]]]  # pending rows and the bad files recorded with them
+
+
+@dataclass
+class _Plan:
+    """What becomes of each wanted file: embedded now, taken from the old index or a pending chunk,
+    or kept as a recorded bad file (same stamp, no retry)."""
+
+    todo: list[tuple[Path, Stamp]]
+    reuse: list[int]  # rows of the existing index
+    errors: list[dict[str, Any]]
+    resumed: int  # files already in pending chunks
+    removed: int  # rows of the existing index whose file is gone from the input
+
+
+def _rows_stamp(rows: Rows, i: int) -> Stamp:
+    return int(rows.info[i, 0]), int(rows.info[i, 1])
+
+
+def _error_stamp(rec: dict[str, Any]) -> Stamp:
+    return rec["size"], rec["mtime_ns"]
+
+
+def _wanted_files(images: str | os.PathLike[str], out: Path, shard: tuple[int, int] | None,
+                  ) -> tuple[dict[str, tuple[Path, Stamp]], list[dict[str, Any]]]:
+    """The input's files (this shard's), by resolved path with their stamp; files that cannot be
+    stat'ed become error records."""
+    from dgml_viz.data.discovery import collect_sources, shard_of
+
+    sources = collect_sources(images, exclude=out)
+    if shard is not None:
+        sources = [s for s in sources if shard_of(s.rel, shard[1]) == shard[0]]
+    wanted: dict[str, tuple[Path, Stamp]] = {}
+    gone_errors: list[dict[str, Any]] = []
+    for s in sources:
+        p = s.path.resolve()
+        try:
+            wanted[str(p)] = (p, _stat(p))
+        except OSError as exc:
+            gone_errors.append({"path": str(p), "error": f"{p}: cannot stat ({exc.strerror or exc})",
+                                "size": -1, "mtime_ns": -1})
+    return wanted, gone_errors
+
+
+def _open_existing(target: Path, ckpt: Path, sha: str, rebuild: bool) -> Any:
+    """The index already in ``target`` (None when absent or ``rebuild``); ConfigError when it was
+    built with another checkpoint."""
+    existing = open_index(target) if is_index(target) and not rebuild else None
+    if existing is not None and existing.sha256 != sha:
+        raise ConfigError(f"{target}: index was built with checkpoint sha256 {existing.sha256[:12]}..., not "
+                          f"{ckpt} ({sha[:12]}...); use another --out or --rebuild")
+    return existing
+
+
+def _pending_chunks(pending: Path, sha: str, resume: bool) -> list[Chunk]:
+    """An interrupted run's chunks when ``resume``; otherwise they are deleted."""
+    if not pending.exists():
+        return []
+    if not resume:
+        logger.info("%s: discarding an interrupted run's pending chunks (use --resume to keep them)", pending)
+        shutil.rmtree(pending, ignore_errors=True)
+        return []
+    chunks = _read_chunks(pending, sha)
+    logger.info("resuming: %d pending chunk(s) of an interrupted run", len(chunks))
+    return chunks
+
+
+def _next_chunk_number(pending: Path, chunks: Sequence[Chunk]) -> int:
+    """Number of the first new pending chunk (after the resumed ones)."""
+    if not chunks:
+        return 0
+    return max(int(f.stem.split("-")[1]) for f in pending.glob("chunk-*.npz")) + 1
+
+
+def _plan(wanted: dict[str, tuple[Path, Stamp]], chunks: Sequence[Chunk], existing: Any,
+          gone_errors: list[dict[str, Any]]) -> _Plan:
+    """Match every wanted file against the pending chunks, then the existing index, by stamp."""
+    done = {p: _rows_stamp(rows, i) for rows, _ in chunks for i, p in enumerate(rows.paths)}
+    done_err = {e["path"]: e for _, errs in chunks for e in errs}
+    old_rows = {p: i for i, p in enumerate(existing.paths)} if existing is not None else {}
+    old_err = {e["path"]: e for e in existing.errors} if existing is not None else {}
+    plan = _Plan(todo=[], reuse=[], errors=list(gone_errors), resumed=0,
+                 removed=sum(1 for p in old_rows if p not in wanted))
+    for key, (p, stamp) in wanted.items():
+        if done.get(key) == stamp:
+            plan.resumed += 1
+        elif key in done_err and _error_stamp(done_err[key]) == stamp:
+            plan.errors.append(done_err[key])
+        elif key in old_rows and existing.stamp(old_rows[key]) == stamp:
+            plan.reuse.append(old_rows[key])
+        elif key in old_err and _error_stamp(old_err[key]) == stamp:
+            plan.errors.append(old_err[key])
+        else:
+            plan.todo.append((p, stamp))
+    return plan
+
+
+def _parts(existing: Any, reuse: Sequence[int], chunks: Sequence[Chunk],
+           wanted: dict[str, tuple[Path, Stamp]]) -> list[tuple[Any, Any]]:
+    """``write_index`` parts: the reused rows of the old index, then the chunks' rows still wanted
+    with the same stamp (fresh rows last, so they win)."""
+    parts: list[tuple[Any, Any]] = []
+    if existing is not None and reuse:
+        parts.append((existing, np.asarray(sorted(reuse), dtype=np.int64)))
+    for rows, _ in chunks:
+        keep = [i for i, p in enumerate(rows.paths) if p in wanted and _rows_stamp(rows, i) == wanted[p][1]]
+        if keep:
+            parts.append((rows, keep))
+    return parts
+
+
+def _record_plan(stats: BuildStats, plan: _Plan, total: int, shard: tuple[int, int] | None) -> None:
+    """Put the plan's counts into ``stats`` and log them."""
+    stats.total, stats.resumed, stats.reused, stats.removed = total, plan.resumed, len(plan.reuse), plan.removed
+    logger.info("%d images%s: %d to embed, %d unchanged, %d resumed, %d removed", stats.total,
+                f" (shard {shard[0]}/{shard[1]})" if shard else "", len(plan.todo), stats.reused, stats.resumed,
+                stats.removed)
+
+
+def _chunk_errors(chunks: Sequence[Chunk], wanted: dict[str, tuple[Path, Stamp]]) -> list[dict[str, Any]]:
+    """The bad files recorded in ``chunks`` that are still wanted with the same stamp."""
+    return [e for _, errs in chunks for e in errs if e["path"] in wanted and _error_stamp(e) == wanted[e["path"]][1]]
+
+
+def _up_to_date(existing: Any, chunks: Sequence[Chunk], removed: int, errors: Sequence[dict[str, Any]]) -> bool:
+    """Nothing new, nothing removed and the same bad files: the existing index stays as it is."""
+    return existing is not None and not chunks and not removed and \
+        {e["path"] for e in errors} == {e["path"] for e in existing.errors}
+
+
+def _index_header(ckpt: Path, model: Any, sha: str) -> dict[str, Any]:
+    """The :func:`write_index` keywords that describe the model: checkpoint, K, d, geometry mode."""
+    return {"checkpoint": _checkpoint_meta(ckpt, model, sha), "num_groups": model.num_groups,
+            "group_dim": model.group_dim, "geometry_mode": str(model.transform.get("mode", "center_crop"))}
+
+
+def _write_rows(target: Path, existing: Any, plan: _Plan, chunks: Sequence[Chunk],
+                wanted: dict[str, tuple[Path, Stamp]], errors: Sequence[dict[str, Any]], header: dict[str, Any],
+                extra: dict[str, Any]) -> None:
+    """Write the index from the reused and the fresh rows, then drop the pending chunks."""
+    if existing is None and not chunks and not wanted:
+        logger.warning("%s: no images found", extra["images"])
+    write_index(target, _parts(existing, plan.reuse, chunks, wanted), map_shape=_map_shape(existing, chunks),
+                errors={e["path"]: e for e in errors}.values(), extra=extra, **header)
+    shutil.rmtree(target / PENDING, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- entry point
 def build_index(ckpt: str | os.PathLike[str], images: str | os.PathLike[str], out: str | os.PathLike[str], *,
                 batch_size: int = 32, workers: int = 2, device: str | torch.device | None = None,
@@ -282,120 +431,40 @@ def build_index(ckpt: str | os.PathLike[str], images: str | os.PathLike[str], ou
         ConfigError: the existing index was built with another checkpoint (and not ``rebuild``),
             bad input spec. CheckpointError: unreadable checkpoint.
     """
-    from dgml_viz.data.discovery import collect_sources, shard_of
     from dgml_viz.model.checkpoint import load_checkpoint
 
-    t0 = time.perf_counter()
-    ckpt = Path(ckpt)
+    t0, ckpt = time.perf_counter(), Path(ckpt)
     shard = shard if shard is not None else shard_from_env()
     target = Path(out) if shard is None else shard_dir(out, shard)
     model = load_checkpoint(ckpt, map_location=device or "cpu").eval()
     sha = file_sha256(ckpt)
-    meta = _checkpoint_meta(ckpt, model, sha)
     stats = BuildStats(out=target)
-
-    sources = collect_sources(images, exclude=Path(out))
-    if shard is not None:
-        sources = [s for s in sources if shard_of(s.rel, shard[1]) == shard[0]]
-    wanted: dict[str, tuple[Path, tuple[int, int]]] = {}
-    gone_errors: list[dict[str, Any]] = []
-    for s in sources:
-        p = s.path.resolve()
-        try:
-            wanted[str(p)] = (p, _stat(p))
-        except OSError as exc:
-            gone_errors.append({"path": str(p), "error": f"{p}: cannot stat ({exc.strerror or exc})",
-                                "size": -1, "mtime_ns": -1})
-    stats.total = len(wanted) + len(gone_errors)
-
-    existing = open_index(target) if is_index(target) and not rebuild else None
-    if existing is not None and existing.sha256 != sha:
-        raise ConfigError(f"{target}: index was built with checkpoint sha256 {existing.sha256[:12]}..., not "
-                          f"{ckpt} ({sha[:12]}...); use another --out or --rebuild")
-    pending = target / PENDING
-    chunks: list[tuple[Rows, list[dict[str, Any]]]] = []
-    if pending.exists():
-        if resume:
-            chunks = _read_chunks(pending, sha)
-            logger.info("resuming: %d pending chunk(s) of an interrupted run", len(chunks))
-        else:
-            logger.info("%s: discarding an interrupted run's pending chunks (use --resume to keep them)", pending)
-            shutil.rmtree(pending, ignore_errors=True)
-
-    done: dict[str, tuple[int, int]] = {}  # path -> stamp, already embedded (pending chunks)
-    done_err: dict[str, dict[str, Any]] = {}
-    for rows, errs in chunks:
-        for i, p in enumerate(rows.paths):
-            done[p] = (int(rows.info[i, 0]), int(rows.info[i, 1]))
-        for e in errs:
-            done_err[e["path"]] = e
-    old_rows: dict[str, int] = {}
-    old_err: dict[str, dict[str, Any]] = {}
-    if existing is not None:
-        old_rows = {p: i for i, p in enumerate(existing.paths)}
-        old_err = {e["path"]: e for e in existing.errors}
-
-    reuse: list[int] = []
-    errors: list[dict[str, Any]] = list(gone_errors)
-    todo: list[tuple[Path, tuple[int, int]]] = []
-    for key, (p, stamp) in wanted.items():
-        if done.get(key) == stamp:
-            stats.resumed += 1
-        elif key in done_err and (done_err[key]["size"], done_err[key]["mtime_ns"]) == stamp:
-            errors.append(done_err[key])
-        elif key in old_rows and existing.stamp(old_rows[key]) == stamp:  # type: ignore[union-attr]
-            reuse.append(old_rows[key])
-        elif key in old_err and (old_err[key]["size"], old_err[key]["mtime_ns"]) == stamp:
-            errors.append(old_err[key])
-        else:
-            todo.append((p, stamp))
-    stats.reused = len(reuse)
-    stats.removed = sum(1 for p in old_rows if p not in wanted)
-    logger.info("%d images%s: %d to embed, %d unchanged, %d resumed, %d removed", stats.total,
-                f" (shard {shard[0]}/{shard[1]})" if shard else "", len(todo), stats.reused, stats.resumed,
-                stats.removed)
-
-    writer = _ChunkWriter(pending, chunk_size, sha, first_number=len(chunks) and max(
-        int(f.stem.split("-")[1]) for f in pending.glob("chunk-*.npz")) + 1)
+    wanted, gone_errors = _wanted_files(images, Path(out), shard)
+    existing = _open_existing(target, ckpt, sha, rebuild)
+    chunks = _pending_chunks(target / PENDING, sha, resume)
+    plan = _plan(wanted, chunks, existing, gone_errors)
+    _record_plan(stats, plan, len(wanted) + len(gone_errors), shard)
+    writer = _ChunkWriter(target / PENDING, chunk_size, sha, _next_chunk_number(target / PENDING, chunks))
     t_embed = time.perf_counter()
-    stats.embedded, _ = _embed(model, todo, writer, batch_size=batch_size, workers=workers, max_pixels=max_pixels,
-                               progress=progress)
+    stats.embedded, _ = _embed(model, plan.todo, writer, batch_size=batch_size, workers=workers,
+                               max_pixels=max_pixels, progress=progress)
     stats.embed_seconds = time.perf_counter() - t_embed
-    new_chunks = [(rows, errs) for rows, errs in chunks + writer.written]
-    for _, errs in new_chunks:
-        errors += [e for e in errs if e["path"] in wanted and (e["size"], e["mtime_ns"]) == wanted[e["path"]][1]]
+    new_chunks = chunks + writer.written
+    errors = plan.errors + _chunk_errors(new_chunks, wanted)
     stats.failed = len({e["path"] for e in errors})
-
-    stats.failed = len({e["path"] for e in errors})
-    if existing is not None and not new_chunks and not stats.removed and \
-            {e["path"] for e in errors} == {e["path"] for e in existing.errors}:
-        stats.seconds = time.perf_counter() - t0
+    if _up_to_date(existing, new_chunks, stats.removed, errors):
         logger.info("%s: up to date (%d images)", target, len(existing))
-        return stats
-    k, d = model.num_groups, model.group_dim
-    map_shape = _map_shape(existing, new_chunks)
-    parts: list[tuple[Any, Any]] = []
-    if existing is not None and reuse:
-        parts.append((existing, np.asarray(sorted(reuse), dtype=np.int64)))
-    for rows, _ in new_chunks:
-        keep = [i for i, p in enumerate(rows.paths)
-                if p in wanted and (int(rows.info[i, 0]), int(rows.info[i, 1])) == wanted[p][1]]
-        if keep:
-            parts.append((rows, keep))
-    if map_shape is None and existing is None and not new_chunks and not wanted:
-        logger.warning("%s: no images found", images)
-    write_index(target, parts, checkpoint=meta, num_groups=k, group_dim=d, map_shape=map_shape,
-                geometry_mode=str(model.transform.get("mode", "center_crop")),
-                errors={e["path"]: e for e in errors}.values(),
-                extra={"images": str(images), "shard": list(shard) if shard else None})
-    shutil.rmtree(pending, ignore_errors=True)
+    else:
+        _write_rows(target, existing, plan, new_chunks, wanted, errors, _index_header(ckpt, model, sha),
+                    extra={"images": str(images), "shard": list(shard) if shard else None})
+        if stats.failed:
+            logger.warning("%d image(s) could not be indexed (listed in %s/manifest.json 'errors')", stats.failed, target)
     stats.seconds = time.perf_counter() - t0
-    if stats.failed:
-        logger.warning("%d image(s) could not be indexed (listed in %s/manifest.json 'errors')", stats.failed, target)
     return stats
 
 
 def _map_shape(existing: Any, chunks: Sequence[tuple[Rows, Any]]) -> list[int] | None:
+    """``[h, w]`` of the attention maps (a fresh chunk's, else the existing index's); None without maps."""
     for rows, _ in chunks:
         if rows.attention is not None and len(rows.attention):
             return list(rows.attention.shape[2:])

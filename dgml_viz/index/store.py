@@ -258,6 +258,59 @@ def open_index(root: str | os.PathLike[str]) -> EmbeddingIndex:
                           attention=att, info=np.asarray(info), errors=list(manifest.get("errors") or []))
 
 
+def _row_owners(parts: Sequence[tuple[RowSource, Sequence[int] | np.ndarray]],
+                ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The index's sorted paths and, for each, which part and row it is copied from (the last part
+    holding a path wins): ``(paths [N], part_of int64 [N], row_of int64 [N])``."""
+    owner: dict[str, tuple[int, int]] = {}
+    for p, (src, rows) in enumerate(parts):
+        for r in np.asarray(rows, dtype=np.int64).tolist():
+            owner[src.paths[r]] = (p, r)
+    paths = sorted(owner)
+    n = len(paths)
+    part_of = np.fromiter((owner[x][0] for x in paths), dtype=np.int64, count=n)
+    row_of = np.fromiter((owner[x][1] for x in paths), dtype=np.int64, count=n)
+    return paths, part_of, row_of
+
+
+def _array_layout(n: int, num_groups: int, group_dim: int, map_shape: Sequence[int] | None,
+                  ) -> dict[str, tuple[str, tuple[int, ...], Any]]:
+    """``{array name: (file name with a fresh token, shape, dtype)}`` of a new index's arrays."""
+    token = uuid.uuid4().hex[:12]
+    layout: dict[str, tuple[str, tuple[int, ...], Any]] = {
+        "groups": (f"groups.{token}.npy", (n, num_groups, group_dim), GROUPS_DTYPE),
+        "info": (f"info.{token}.npy", (n, len(INFO_COLUMNS)), np.int64)}
+    if map_shape is not None:
+        layout["attention"] = (f"attention.{token}.npy", (n, num_groups, *map_shape), ATTENTION_DTYPE)
+    return layout
+
+
+def _write_array(path: Path, shape: tuple[int, ...], dtype: Any, name: str,
+                 parts: Sequence[tuple[RowSource, Any]], part_of: np.ndarray, row_of: np.ndarray) -> None:
+    """Write array ``name`` of every part into ``path`` atomically, row ``i`` from
+    ``parts[part_of[i]]`` row ``row_of[i]``, in blocks of ``_COPY_ROWS`` (sorted reads on memmaps)."""
+    with atomic_path(path) as tmp:
+        dest = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        for p, (src, _) in enumerate(parts):
+            data = getattr(src, name)
+            pos = np.flatnonzero(part_of == p)
+            for s in range(0, len(pos), _COPY_ROWS):
+                at = pos[s:s + _COPY_ROWS]
+                src_rows = row_of[at]
+                if len(at):
+                    dest[at] = np.asarray(data[np.sort(src_rows)])[np.argsort(np.argsort(src_rows))]
+        dest.flush()
+        del dest
+
+
+def _remove_stale_arrays(out: Path, keep: set[str]) -> None:
+    """Delete array files of ``out`` that the manifest no longer names."""
+    for f in out.iterdir():
+        if _ARRAY_FILE.match(f.name) and f.name not in keep:
+            with contextlib.suppress(OSError):
+                f.unlink()
+
+
 def write_index(out: str | os.PathLike[str], parts: Sequence[tuple[RowSource, Sequence[int] | np.ndarray]], *,
                 checkpoint: dict[str, Any], num_groups: int, group_dim: int, map_shape: Sequence[int] | None,
                 geometry_mode: str, errors: Iterable[dict[str, Any]] = (),
@@ -273,36 +326,12 @@ def write_index(out: str | os.PathLike[str], parts: Sequence[tuple[RowSource, Se
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    owner: dict[str, tuple[int, int]] = {}
-    for p, (src, rows) in enumerate(parts):
-        for r in np.asarray(rows, dtype=np.int64).tolist():
-            owner[src.paths[r]] = (p, r)
-    paths = sorted(owner)
-    n = len(paths)
-    part_of = np.fromiter((owner[x][0] for x in paths), dtype=np.int64, count=n)
-    row_of = np.fromiter((owner[x][1] for x in paths), dtype=np.int64, count=n)
-    has_att = map_shape is not None
-    token = uuid.uuid4().hex[:12]
-    names = {"groups": f"groups.{token}.npy", "info": f"info.{token}.npy"}
-    shapes: dict[str, tuple[tuple[int, ...], Any]] = {
-        "groups": ((n, num_groups, group_dim), GROUPS_DTYPE), "info": ((n, len(INFO_COLUMNS)), np.int64)}
-    if has_att:
-        names["attention"] = f"attention.{token}.npy"
-        shapes["attention"] = ((n, num_groups, *map_shape), ATTENTION_DTYPE)  # type: ignore[misc]
-    for name, fname in names.items():
-        shape, dtype = shapes[name]
-        with atomic_path(out / fname) as tmp:
-            dest = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-            for p, (src, _) in enumerate(parts):
-                data = getattr(src, name)
-                pos = np.flatnonzero(part_of == p)
-                for s in range(0, len(pos), _COPY_ROWS):
-                    at = pos[s:s + _COPY_ROWS]
-                    src_rows = row_of[at]
-                    if len(at):
-                        dest[at] = np.asarray(data[np.sort(src_rows)])[np.argsort(np.argsort(src_rows))]
-            dest.flush()
-            del dest
+    paths, part_of, row_of = _row_owners(parts)
+    n, has_att = len(paths), map_shape is not None
+    layout = _array_layout(n, num_groups, group_dim, map_shape)
+    for name, (fname, shape, dtype) in layout.items():
+        _write_array(out / fname, shape, dtype, name, parts, part_of, row_of)
+    names = {name: fname for name, (fname, _, _) in layout.items()}
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -313,11 +342,7 @@ def write_index(out: str | os.PathLike[str], parts: Sequence[tuple[RowSource, Se
         "errors": sorted(errors, key=lambda e: e["path"]), **(extra or {}),
     }
     atomic_write_text(out / MANIFEST, json.dumps(manifest) + "\n")
-    keep = set(names.values())
-    for f in out.iterdir():
-        if _ARRAY_FILE.match(f.name) and f.name not in keep:
-            with contextlib.suppress(OSError):
-                f.unlink()
+    _remove_stale_arrays(out, set(names.values()))
     logger.info("wrote index %s: %d images, K=%d, d=%d%s", out, n, num_groups, group_dim,
                 f", maps {tuple(map_shape)}" if has_att else "")
     return out
