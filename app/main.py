@@ -34,6 +34,7 @@ pages = [
     st.Page(str(_PAGES / "invariance.py"), title="Invariance", icon=":material/shuffle:", url_path="invariance"),
     st.Page(str(_PAGES / "attributions.py"), title="Attributions", icon=":material/insights:",
             url_path="attributions"),
+    st.Page(str(_PAGES / "training.py"), title="Training", icon=":material/monitoring:", url_path="training"),
 ]
 page = st.navigation(pages)
 

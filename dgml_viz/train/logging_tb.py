@@ -171,6 +171,46 @@ def draw_timeline(run_dir: str | Path, *, out_dir: str | Path | None = None, pro
     return save_timeline_figure(fig, Path(out_dir or run_dir) / TIMELINE_FIGURE)
 
 
+def read_history(run_dir: str | Path) -> list[dict[str, float]]:
+    """The rows of a run's ``log.csv`` as floats (an empty cell, e.g. no evaluation that epoch, is NaN).
+
+    Raises:
+        ConfigError: no ``log.csv`` in ``run_dir``, or it cannot be parsed (one line).
+    """
+    import csv
+
+    path = Path(run_dir) / "log.csv"
+    if not path.is_file():
+        raise ConfigError(f"{Path(run_dir)}: not a training run (no log.csv)")
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items() if k}
+                    for row in csv.DictReader(fh)]
+    except (OSError, ValueError, csv.Error) as exc:
+        raise ConfigError(f"{path}: cannot read the training log ({str(exc).splitlines()[0][:160]})") from None
+
+
+def timeline_png(run_dir: str | Path, probes: Sequence[int] | None = None, max_rows: int | None = None,
+                 dpi: int = 110) -> bytes:
+    """PNG bytes of a run's timeline figure, drawn from ``timeline.npz`` (nothing written)."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from dgml_viz.render.timeline import MAX_ROWS, timeline_figure
+
+    path = Path(run_dir) / TIMELINE_FILE
+    tl = Timeline.load(path)
+    try:
+        fig = timeline_figure(tl.images, tl.attention, tl.epochs.tolist(), probes=probes,
+                              max_rows=max_rows or MAX_ROWS, dpi=dpi)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    buf = io.BytesIO()
+    FigureCanvasAgg(fig).print_png(buf)
+    return buf.getvalue()
+
+
 # --------------------------------------------------------------------------- the monitor
 
 
@@ -301,4 +341,5 @@ class TrainingMonitor:
 
 
 __all__ = ["TrainingMonitor", "Timeline", "attention_stats", "metric_tag", "draw_timeline", "probe_indices",
+           "read_history", "timeline_png",
            "NUM_PROBES", "NUM_STATS", "TIMELINE_FILE", "TIMELINE_FIGURE", "TB_DIR"]
