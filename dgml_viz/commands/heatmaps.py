@@ -211,7 +211,7 @@ def _write_outputs(items: Sequence[tuple[Source, Any, dict[str, np.ndarray], np.
     from dgml_viz.utils.atomic import AtomicBatch, sync_batches
 
     records: list[dict[str, Any]] = []
-    staged: list[tuple[Source, Any, AtomicBatch, float]] = []
+    staged: list[tuple[Source, dict[str, Any], AtomicBatch, float]] = []
 
     def failed(src: Source, exc: OSError) -> dict[str, Any]:
         return {"path": src.rel, "status": "error",
@@ -221,12 +221,13 @@ def _write_outputs(items: Sequence[tuple[Source, Any, dict[str, np.ndarray], np.
         t0 = time.perf_counter()
         folder = image_dir(out, src.rel)
         files = AtomicBatch()
+        geo = geometry.to_dict()
         try:
             for key, panel in panels.items():
                 files.write(folder / f"{key}.{fmt}", encode(panel, fmt))
             files.write(folder / "maps.npz", npz_bytes(
                 attention=maps.astype(np.float32), embedding=embedding.astype(np.float32),
-                geometry=np.array(json.dumps(geometry.to_dict())), path=np.array(src.rel)))
+                geometry=np.array(json.dumps(geo)), path=np.array(src.rel)))
         except OSError as exc:
             files.discard()
             records.append(failed(src, exc))
@@ -236,7 +237,7 @@ def _write_outputs(items: Sequence[tuple[Source, Any, dict[str, np.ndarray], np.
             for _, _, other, _ in staged:
                 other.discard()
             raise
-        staged.append((src, geometry, files, time.perf_counter() - t0))
+        staged.append((src, geo, files, time.perf_counter() - t0))
     try:
         sync_batches([files for _, _, files, _ in staged])
     except BaseException as exc:
@@ -253,7 +254,7 @@ def _write_outputs(items: Sequence[tuple[Source, Any, dict[str, np.ndarray], np.
             records.append(failed(src, exc))
             continue
         records.append({"path": src.rel, "status": "ok", "outputs": [f"{src.rel}/{n}" for n in names],
-                        "size": list(geometry.original), "geometry": geometry.to_dict(),
+                        "size": list(geo["original"]), "geometry": geo,
                         "render_s": round(render_s + seconds + time.perf_counter() - t0, 4)})
     return records
 

@@ -138,8 +138,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
 
 
 # --------------------------------------------------------------------------- many files, one flush
-_NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"  # tempfile's alphabet: names match _TEMP_RE
-_names = random.Random()
+_names = random.Random()  # 8 hex digits: a subset of tempfile's alphabet, so names match _TEMP_RE
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
@@ -148,7 +147,7 @@ def _create_temp(target: Path) -> tuple[int, Path]:
     plain ``open()``); returns ``(fd, path)``. One ``open`` syscall: no ``chmod``, no reopen."""
     suffix = temp_suffix(target.name)
     for _ in range(100):
-        tmp = target.parent / f".{target.name}.{''.join(_names.choices(_NAME_CHARS, k=8))}{suffix}"
+        tmp = target.parent / f".{target.name}.{_names.getrandbits(32):08x}{suffix}"
         try:
             return os.open(tmp, _OPEN_FLAGS, 0o666), tmp
         except FileExistsError:
