@@ -15,10 +15,9 @@ from typing import Any, Sequence
 
 import cv2
 import numpy as np
-import torch
 from torch import Tensor
 
-from dgml_viz.data.transforms import Geometry, resize_and_crop
+from dgml_viz.data.transforms import Geometry, denormalise, resize_and_crop
 from dgml_viz.inference import prepare_image
 from dgml_viz.render import NORMS, RenderOptions, apply_colormap, normalize_maps, render_panels
 from dgml_viz.render.geometry import INTERPOLATIONS as _INTERP
@@ -56,12 +55,9 @@ def tensor_geometry(size: int) -> Geometry:
 
 
 def to_view(x: Tensor, transform: dict[str, Any]) -> np.ndarray:
-    """Undo the normalisation of ``[3, S, S]`` (or ``[1, 3, S, S]``) -> uint8 ``[S, S, 3]``."""
-    x = x.detach().reshape(-1, *x.shape[-2:])[:3].float().cpu()
-    mean = torch.tensor(transform["mean"], dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(transform["std"], dtype=torch.float32).view(3, 1, 1)
-    rgb = ((x * std + mean) * 255.0).clamp(0, 255).round().to(torch.uint8)
-    return rgb.permute(1, 2, 0).numpy().copy()
+    """Undo the normalisation of ``[3, S, S]`` (or ``[1, 3, S, S]``) -> uint8 ``[S, S, 3]`` RGB
+    (:func:`dgml_viz.data.transforms.denormalise`)."""
+    return denormalise(x, transform)
 
 
 def display_size(width: int, height: int, target: int = 320) -> tuple[int, int]:

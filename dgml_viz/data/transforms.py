@@ -176,6 +176,23 @@ def normalise(crop: np.ndarray, mean: Any, std: Any, channel_order: str = "RGB")
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
+def denormalise(x: Tensor, transform: Mapping[str, Any]) -> np.ndarray:
+    """Inverse of :func:`normalise`: ``[3, S, S]`` (or ``[1, 3, S, S]``) model input -> ``uint8 [S, S, 3]`` RGB.
+
+    >>> crop = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    >>> t = {"mean": [0.2, 0.4, 0.6], "std": [0.3, 0.2, 0.1], "channel_order": "BGR"}
+    >>> bool((denormalise(normalise(crop, t["mean"], t["std"], "BGR"), t) == crop).all())
+    True
+    """
+    x = x.detach().reshape(-1, *x.shape[-2:])[:3].float().cpu()
+    mean = torch.tensor(list(transform["mean"]), dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(list(transform["std"]), dtype=torch.float32).view(3, 1, 1)
+    out = ((x * std + mean) * 255.0).clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    if transform.get("channel_order", "RGB") == "BGR":
+        out = out[:, :, ::-1]
+    return np.ascontiguousarray(out)
+
+
 def apply_transform(image: np.ndarray, geometry: Geometry, transform: Mapping[str, Any]) -> Tensor:
     """``uint8 [H, W, 3]`` RGB and its :class:`Geometry` -> the model's ``float32 [3, S, S]`` input
     (resize, crop, channel order and normalisation of a checked ``transform``)."""
@@ -231,5 +248,5 @@ class EvalTransform:
         return self.apply(img)[0]
 
 
-__all__ = ["Geometry", "EvalTransform", "IMAGENET_MEAN", "IMAGENET_STD", "eval_transform", "compute_geometry", "check_transform", "resize_and_crop", "normalise", "apply_transform",
+__all__ = ["Geometry", "EvalTransform", "IMAGENET_MEAN", "IMAGENET_STD", "eval_transform", "compute_geometry", "check_transform", "resize_and_crop", "normalise", "denormalise", "apply_transform",
            "MODES"]

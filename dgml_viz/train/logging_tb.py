@@ -271,7 +271,7 @@ class TrainingMonitor:
                  num_stats: int = NUM_STATS) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        from dgml_viz.appkit.views import to_view
+        from dgml_viz.data.transforms import denormalise as to_view
 
         self.run_dir = Path(run_dir)
         self.dataset = dataset
