@@ -40,7 +40,7 @@ import logging
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -268,9 +268,48 @@ class RunStats:
     seconds: float = 0.0
 
 
+@dataclass
+class _ThreadPlan:
+    """How many intra-op threads the CPU forward gets while the pipeline runs (see :func:`process`):
+    after a warm-up batch, ``window`` batches run with ``full`` threads and ``window`` with ``reduced``;
+    the faster setting (images per second of the whole pipeline) is kept for the rest of the run."""
+
+    full: int  # torch's thread count when the run began (restored at the end)
+    reduced: int
+    adaptive: bool  # probe (torch_threads=None), or keep the count set by the caller
+    window: int = 1
+    batches: int = 0
+    images: int = 0
+    mark: tuple[float, int] = (0.0, 0)  # (time, images) at the start of the current probe
+    rates: dict[int, float] = field(default_factory=dict)
+
+    def step(self, torch: Any, images: int) -> None:
+        """Called after each batch is handed to the writers, with that batch's image count."""
+        if not self.adaptive:
+            return
+        now = time.perf_counter()
+        self.batches += 1
+        self.images += images
+        if self.batches == 1:  # the first batch pays the warm-up
+            self.mark = (now, self.images)
+            return
+        if (self.batches - 1) % self.window:
+            return
+        current = torch.get_num_threads()
+        self.rates[current] = (self.images - self.mark[1]) / max(now - self.mark[0], 1e-9)
+        self.mark = (now, self.images)
+        if len(self.rates) == 1 and self.reduced != self.full:
+            torch.set_num_threads(self.reduced if current == self.full else self.full)
+            return
+        best = max(self.rates, key=self.rates.__getitem__)
+        torch.set_num_threads(best)
+        self.adaptive = False
+        logger.debug("pipeline img/s by forward threads %s: keeping %d", self.rates, best)
+
+
 def process(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequence[int], fmt: str,
             options: RenderOptions, batch_size: int = 32, workers: int = 2, max_pixels: int | None = None,
-            manifest: Path | None = None) -> Iterator[dict[str, Any]]:
+            manifest: Path | None = None, torch_threads: int | None = None) -> Iterator[dict[str, Any]]:
     """Run the decode -> forward -> render -> write pipeline; yields one manifest record per image
     (in completion order).
 
@@ -278,12 +317,42 @@ def process(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequenc
     of the batch at once (:func:`~dgml_viz.render.batch.render_batch`, on the model's device: the maps stay
     on a GPU until the finished ``uint8`` panels come back); ``workers`` threads encode and write the
     batch, one chunk each, with one durability flush per chunk. At most ``batch_size + workers`` decoded
-    images wait for the model and two batches of panels are in memory, whatever the number of images."""
+    images wait for the model and two batches of panels are in memory, whatever the number of images.
+
+    CPU threads (model on the CPU): the decode and write threads need cores too, and an OpenMP team whose
+    cores are shared with them stalls at every barrier. ``torch_threads=None`` (default) lets the run
+    choose: after a warm-up batch, one batch runs with torch's thread count and one with
+    ``max(1, torch.get_num_threads() - workers)``, and the faster is kept (a light model such as the demo
+    gives the other stages a core; a heavy one such as ResNet-50 keeps them all). An integer fixes the
+    count. torch's thread count is restored when the generator finishes."""
+    import torch
+
+    from dgml_viz.inference import model_device
+
+    full = torch.get_num_threads()
+    workers = max(1, int(workers))
+    on_cpu = model_device(model).type == "cpu"
+    plan = _ThreadPlan(full=full, reduced=max(1, full - workers), adaptive=on_cpu and torch_threads is None)
+    if on_cpu and torch_threads is not None and int(torch_threads) != full:
+        torch.set_num_threads(max(1, int(torch_threads)))
+    try:
+        yield from _pipeline(model, sources, out, groups=groups, fmt=fmt, options=options, batch_size=batch_size,
+                             workers=workers, max_pixels=max_pixels, plan=plan)
+    finally:
+        if torch.get_num_threads() != full:
+            torch.set_num_threads(full)
+
+
+def _pipeline(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequence[int], fmt: str,
+              options: RenderOptions, batch_size: int, workers: int, max_pixels: int | None,
+              plan: _ThreadPlan) -> Iterator[dict[str, Any]]:
+    """The body of :func:`process`."""
+    import torch
+
     from dgml_viz.inference import attention_maps, run_batch
     from dgml_viz.render.batch import render_batch
 
     transform = dict(model.transform)
-    workers = max(1, int(workers))
     batch_size = max(1, int(batch_size))
     prefetch = batch_size + workers
     todo = iter(sources)
@@ -332,6 +401,7 @@ def process(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequenc
                 writing.append(wpool.submit(_write_outputs, items[i:i + step], out, fmt, share))
             batch = []
             yield from drain(workers)
+            plan.step(torch, len(items))
         yield from drain(0)
 
 
