@@ -248,3 +248,36 @@ def test_app_launcher_refuses_remote_and_builds_loopback_command(monkeypatch: py
     cmd = streamlit_command("127.0.0.1", 8501)
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1" and str(app_script()) in cmd
     assert app_script().is_file()
+
+
+def test_a_second_trainer_into_a_busy_run_dir_refuses_before_writing(tmp_path: Path) -> None:
+    """Another process holds the run folder's lock (taken here with filelock directly): one line, no file."""
+    import multiprocessing as mp
+
+    from filelock import FileLock
+
+    from dgml_viz.errors import OutputError
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    ready, release = mp.Event(), mp.Event()
+    holder = mp.get_context("fork").Process(target=_hold_lock, args=(str(run_dir / ".dgml-viz.lock"), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(OutputError) as err:
+            train(_tiny_run_config(), run_dir)
+        assert "another dgml-viz run" in str(err.value) and "\n" not in str(err.value)
+        assert sorted(p.name for p in run_dir.iterdir()) == [".dgml-viz.lock"]  # nothing written
+    finally:
+        release.set()
+        holder.join(30)
+    assert FileLock(str(run_dir / ".dgml-viz.lock")).acquire(timeout=5)  # released with the holder
+
+
+def _hold_lock(path: str, ready: Any, release: Any) -> None:
+    from filelock import FileLock
+
+    with FileLock(path):
+        ready.set()
+        release.wait(60)

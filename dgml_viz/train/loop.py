@@ -23,6 +23,7 @@ run would have done (bit-exact on CPU).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -585,16 +586,19 @@ def train(config: dict[str, Any], run_dir: str | Path, resume: bool = False, *,
         logger.warning("%s: no last_state.pt to resume from; starting from scratch", run_dir)
     info = init_distributed(config["train"]["device"])
     try:
-        trainer = _Trainer(config, run_dir, info, on_epoch_end)
-        trainer.setup()
-        if state is not None:
-            trainer.restore(state, state_path)
-        if info.is_main:
-            from dgml_viz.utils.outdir import prepare_run_dir  # checked + stale temp files swept (issue 12)
-            prepare_run_dir(run_dir)
-            atomic_write_text(run_dir / "config.yaml", dump_config(config))
-        barrier(info)
-        return trainer.run()
+        with contextlib.ExitStack() as stack:
+            if info.is_main:  # one trainer per run dir: a second one refuses (one line) before writing
+                from dgml_viz.utils.outdir import output_lock  # also sweeps a killed run's temp files
+
+                stack.enter_context(output_lock(run_dir, timeout=0, option="run dir"))
+            trainer = _Trainer(config, run_dir, info, on_epoch_end)
+            trainer.setup()
+            if state is not None:
+                trainer.restore(state, state_path)
+            if info.is_main:
+                atomic_write_text(run_dir / "config.yaml", dump_config(config))
+            barrier(info)
+            return trainer.run()
     finally:
         cleanup(info)
 

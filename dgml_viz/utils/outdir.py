@@ -170,8 +170,8 @@ def output_lock(folder: str | os.PathLike[str], timeout: float = -1, tag: str | 
             lock.acquire(timeout=timeout)
     except Timeout:
         raise OutputError(f"{option} {root}: another dgml-viz run is writing to this folder (lock {path} held"
-                          f"{'' if timeout == 0 else f' for {timeout:g} s'}); wait for it or raise "
-                          "--lock-timeout") from None
+                          f"{'' if timeout == 0 else f' for {timeout:g} s'}); wait for it"
+                          f"{' or raise --lock-timeout' if option.startswith('--') else ' to finish'}") from None
     except OSError as exc:
         raise OutputError(f"{option} {root}: cannot lock {path} ({_reason(exc)})") from None
     try:
