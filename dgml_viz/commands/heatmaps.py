@@ -24,9 +24,9 @@ second run into the same folder waits for it (``--lock-timeout`` seconds; 0 refu
 manifest is only ever appended to and compacted under the lock, keeping the records of earlier runs
 with other inputs, so no record is lost. Temp files a killed run left are removed by the next run.
 
-Memory budget: images larger than ``--max-render-pixels`` (default 4096 x 4096) are rendered at that
+Memory budget: images larger than ``--max-render-pixels`` (default 3072 x 3072) are rendered at that
 area (aspect kept) and decoded shrunk by an integer factor right away (JPEG inside the decoder), so a
-12000 x 12000 image peaks at ~1.9 GB instead of ~9.4 GB; maps, manifest and geometry still refer to the
+12000 x 12000 image peaks at ~1.4 GB instead of ~9.4 GB; maps, manifest and geometry still refer to the
 file's true size. ``--max-render-pixels 0`` renders at full size.
 """
 from __future__ import annotations
@@ -86,8 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decompression-bomb guard: refuse larger images (default $DGML_VIZ_MAX_PIXELS or ~179M)")
     parser.add_argument("--max-render-pixels", type=int, default=DEFAULT_MAX_RENDER_PIXELS, metavar="N",
                         help="memory budget: images with more pixels are decoded shrunk and rendered at N pixels "
-                             f"(aspect kept; default {DEFAULT_MAX_RENDER_PIXELS} = 4096x4096: a 12000x12000 "
-                             "image peaks at ~2 GB; 0 = always full size)")
+                             f"(aspect kept; default {DEFAULT_MAX_RENDER_PIXELS} = 3072x3072: a 12000x12000 "
+                             "image peaks at ~1.4 GB; 0 = always full size)")
     parser.add_argument("--resume", action="store_true", help="skip images already done (manifest + outputs)")
     parser.add_argument("--shard", default=None, metavar="I/N", help="process only shard I of N (0 <= I < N)")
     add_lock_timeout_argument(parser)
@@ -270,35 +270,51 @@ class RunStats:
 
 @dataclass
 class _ThreadPlan:
-    """How many intra-op threads the CPU forward gets while the pipeline runs (see :func:`process`):
-    after a warm-up batch, ``window`` batches run with ``full`` threads and ``window`` with ``reduced``;
-    the faster setting (images per second of the whole pipeline) is kept for the rest of the run."""
+    """How many intra-op threads the CPU forward gets while the pipeline runs (see :func:`process`)."""
 
     full: int  # torch's thread count when the run began (restored at the end)
     reduced: int
     adaptive: bool  # probe (torch_threads=None), or keep the count set by the caller
-    window: int = 1
     batches: int = 0
     images: int = 0
     mark: tuple[float, int] = (0.0, 0)  # (time, images) at the start of the current probe
     rates: dict[int, float] = field(default_factory=dict)
+    decode_cpu: list[float] = field(default_factory=list)  # CPU seconds of each decode (list.append is atomic)
 
-    def step(self, torch: Any, images: int) -> None:
-        """Called after each batch is handed to the writers, with that batch's image count."""
+    def decode(self, *args: Any) -> Any:
+        """:func:`_decode` in a decode thread, timing its CPU."""
+        t0 = time.thread_time()
+        try:
+            return _decode(*args)
+        finally:
+            self.decode_cpu.append(time.thread_time() - t0)
+
+    def step(self, torch: Any, images: int, forward_s: float) -> None:
+        """Called after each batch is handed to the writers, with its image count and forward seconds.
+
+        Batch 1 (the warm-up; its forward runs almost alone: the writers have nothing yet) says whether the
+        other stages matter: decoding + drawing + writing, estimated as 3x the measured decoding CPU (their
+        measured ratio on the demo's 128 px images and on ~500 px photos), under a tenth of the forward's CPU
+        time per image (a heavy model) keeps every thread, no probing. Otherwise batch 2 runs with the
+        current count and batch 3 with the other one, and the faster pipeline (images per second) stays."""
         if not self.adaptive:
             return
         now = time.perf_counter()
         self.batches += 1
         self.images += images
-        if self.batches == 1:  # the first batch pays the warm-up
+        if self.batches == 1:
+            decode = sum(self.decode_cpu) / max(1, len(self.decode_cpu))
+            other, forward = 3.0 * decode, forward_s / images * self.full
+            if self.reduced == self.full or other < 0.1 * forward:
+                self.adaptive = False
+                logger.debug("forward %.1f ms CPU/img, other stages ~%.1f ms/img: forward keeps %d threads",
+                             forward * 1e3, other * 1e3, torch.get_num_threads())
             self.mark = (now, self.images)
-            return
-        if (self.batches - 1) % self.window:
             return
         current = torch.get_num_threads()
         self.rates[current] = (self.images - self.mark[1]) / max(now - self.mark[0], 1e-9)
         self.mark = (now, self.images)
-        if len(self.rates) == 1 and self.reduced != self.full:
+        if len(self.rates) == 1:
             torch.set_num_threads(self.reduced if current == self.full else self.full)
             return
         best = max(self.rates, key=self.rates.__getitem__)
@@ -313,18 +329,20 @@ def process(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequenc
     """Run the decode -> forward -> render -> write pipeline; yields one manifest record per image
     (in completion order).
 
-    Decoding runs in ``workers`` threads; the main thread runs the batched forward and draws every panel
-    of the batch at once (:func:`~dgml_viz.render.batch.render_batch`, on the model's device: the maps stay
-    on a GPU until the finished ``uint8`` panels come back); ``workers`` threads encode and write the
-    batch, one chunk each, with one durability flush per chunk. At most ``batch_size + workers`` decoded
+    Decoding runs in ``workers`` threads; the main thread runs the batched forward. Every panel of a batch is
+    drawn at once (:func:`~dgml_viz.render.batch.render_batch`): with the model on a GPU by the main thread
+    on that device (the maps stay there until the finished ``uint8`` panels come back), on the CPU by the
+    ``workers`` write threads, one chunk of the batch each, while the next forward runs. The write threads
+    encode and write their chunk with one durability flush per chunk. At most ``batch_size + workers`` decoded
     images wait for the model and two batches of panels are in memory, whatever the number of images.
 
     CPU threads (model on the CPU): the decode and write threads need cores too, and an OpenMP team whose
     cores are shared with them stalls at every barrier. ``torch_threads=None`` (default) lets the run
-    choose: after a warm-up batch, one batch runs with torch's thread count and one with
-    ``max(1, torch.get_num_threads() - workers)``, and the faster is kept (a light model such as the demo
-    gives the other stages a core; a heavy one such as ResNet-50 keeps them all). An integer fixes the
-    count. torch's thread count is restored when the generator finishes."""
+    choose. A heavy model (decoding, drawing and writing under a tenth of its forward's CPU time per image
+    in the first batch, e.g. ResNet-50) keeps torch's thread count. Otherwise one batch runs with it and one
+    with ``max(1, torch.get_num_threads() - workers)`` and the faster pipeline is kept (the demo model:
+    the latter, 2-3x faster on 2 busy cores). An integer fixes the count. torch's thread count is restored
+    when the generator finishes."""
     import torch
 
     from dgml_viz.inference import model_device
@@ -349,10 +367,11 @@ def _pipeline(model: Any, sources: Sequence[Source], out: Path, *, groups: Seque
     """The body of :func:`process`."""
     import torch
 
-    from dgml_viz.inference import attention_maps, run_batch
+    from dgml_viz.inference import attention_maps, model_device, run_batch
     from dgml_viz.render.batch import render_batch
 
     transform = dict(model.transform)
+    on_device = model_device(model).type != "cpu"
     batch_size = max(1, int(batch_size))
     prefetch = batch_size + workers
     todo = iter(sources)
@@ -366,7 +385,7 @@ def _pipeline(model: Any, sources: Sequence[Source], out: Path, *, groups: Seque
                 src = next(todo, None)
                 if src is None:
                     return
-                decoding.append((src, dpool.submit(_decode, src, transform, max_pixels, options.max_side,
+                decoding.append((src, dpool.submit(plan.decode, src, transform, max_pixels, options.max_side,
                                                    options.max_pixels)))
 
         def drain(limit: int) -> Iterator[dict[str, Any]]:
@@ -389,20 +408,43 @@ def _pipeline(model: Any, sources: Sequence[Source], out: Path, *, groups: Seque
                     continue
             if not batch:
                 continue
+            t0 = time.perf_counter()
             output = run_batch(model, [b[1] for b in batch])
             maps = attention_maps(output)
             emb = output.embedding.detach().float().cpu().numpy()
-            t0 = time.perf_counter()
-            panels = render_batch([b[3] for b in batch], output.attention, [b[2] for b in batch], groups, options)
-            share = (time.perf_counter() - t0) / len(batch)
-            items = [(src, geo, panels[i], maps[i], emb[i]) for i, (src, _, geo, _) in enumerate(batch)]
-            step = -(-len(items) // workers)
-            for i in range(0, len(items), step):
-                writing.append(wpool.submit(_write_outputs, items[i:i + step], out, fmt, share))
+            forward_s = time.perf_counter() - t0
+            step = -(-len(batch) // workers)
+            if on_device:  # draw the whole batch where the maps are, hand finished panels to the writers
+                t0 = time.perf_counter()
+                panels = render_batch([b[3] for b in batch], output.attention, [b[2] for b in batch], groups,
+                                      options)
+                share = (time.perf_counter() - t0) / len(batch)
+                items = [(src, geo, panels[i], maps[i], emb[i]) for i, (src, _, geo, _) in enumerate(batch)]
+                for i in range(0, len(items), step):
+                    writing.append(wpool.submit(_write_outputs, items[i:i + step], out, fmt, share))
+            else:  # CPU: each writer draws its chunk (batched), overlapping the next forward
+                for i in range(0, len(batch), step):
+                    chunk = batch[i:i + step]
+                    writing.append(wpool.submit(_draw_and_write, [(b[0], b[2], b[3]) for b in chunk],
+                                                maps[i:i + step], emb[i:i + step], out, fmt, groups, options))
+            n = len(batch)
             batch = []
             yield from drain(workers)
-            plan.step(torch, len(items))
+            plan.step(torch, n, forward_s)
         yield from drain(0)
+
+
+def _draw_and_write(items: Sequence[tuple[Source, Any, np.ndarray]], maps: np.ndarray, embeddings: np.ndarray,
+                    out: Path, fmt: str, groups: Sequence[int], options: RenderOptions) -> list[dict[str, Any]]:
+    """A writer thread's chunk on the CPU: ``(source, geometry, image)`` items and their ``maps [n, K, h, w]``
+    drawn at once (:func:`~dgml_viz.render.batch.render_batch`), then :func:`_write_outputs`."""
+    from dgml_viz.render.batch import render_batch
+
+    t0 = time.perf_counter()
+    panels = render_batch([it[2] for it in items], maps, [it[1] for it in items], groups, options)
+    share = (time.perf_counter() - t0) / max(1, len(items))
+    return _write_outputs([(src, geo, panels[i], maps[i], embeddings[i]) for i, (src, geo, _) in enumerate(items)],
+                          out, fmt, share)
 
 
 def write_index(out: Path, records: Sequence[dict[str, Any]], title: str, name: str = "index.html") -> Path:
