@@ -77,3 +77,60 @@ def test_an_unwritable_image_folder_fails_that_image_only(tmp_path: Path, ckpt: 
         assert sorted(p.name for p in (out / name).iterdir()) == sorted(
             ["group0.jpg", "group1.jpg", "group2.jpg", "composite.jpg", "maps.npz"])
     assert [p.name for p in out.rglob(".*")] == [".dgml-viz.lock"]  # no temp file left behind
+
+
+class _FakeTorch:
+    def __init__(self, n: int) -> None:
+        self.n, self.calls = n, []
+
+    def get_num_threads(self) -> int:
+        return self.n
+
+    def set_num_threads(self, n: int) -> None:
+        self.n = n
+        self.calls.append(n)
+
+
+def _run_plan(monkeypatch: pytest.MonkeyPatch, forward_1: float, seconds_by_threads: dict[int, float],
+              batches: int = 6) -> tuple[_FakeTorch, object]:
+    """Drive _ThreadPlan with a fake clock: batch 1's forward takes ``forward_1`` s for 32 images (decode
+    1 ms CPU each); later batches take ``seconds_by_threads[current threads]`` of pipeline time each."""
+    from dgml_viz.commands import heatmaps
+
+    clock = [0.0]
+    monkeypatch.setattr(heatmaps.time, "perf_counter", lambda: clock[0])
+    fake = _FakeTorch(2)
+    plan = heatmaps._ThreadPlan(full=2, reduced=1, adaptive=True)
+    plan.decode_cpu.extend([0.001] * 32)
+    for b in range(batches):
+        clock[0] += forward_1 if b == 0 else seconds_by_threads[fake.get_num_threads()]
+        plan.step(fake, 32, forward_1 if b == 0 else 0.0)
+    return fake, plan
+
+
+def test_thread_plan_keeps_the_faster_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a light model (forward 1.5 ms/img, like the demo): probe 2 then 1 thread, keep the faster
+    fake, plan = _run_plan(monkeypatch, 0.05, {2: 0.9, 1: 0.3})
+    assert fake.calls == [1, 1] and fake.n == 1 and not plan.adaptive
+    fake, _ = _run_plan(monkeypatch, 0.05, {2: 0.3, 1: 0.9})  # an idle many-core box: 2 threads win
+    assert fake.calls == [1, 2] and fake.n == 2
+    # a heavy model (forward 300 ms/img, like ResNet-50): decode+draw+write ~3 ms/img << a tenth of it
+    fake, plan = _run_plan(monkeypatch, 9.6, {2: 9.6, 1: 19.0})
+    assert fake.calls == [] and fake.n == 2 and not plan.adaptive
+
+
+def test_process_restores_torch_threads(tmp_path: Path, ckpt: Path) -> None:
+    import torch
+
+    from dgml_viz.commands.heatmaps import Source, process
+    from dgml_viz.model.checkpoint import load_checkpoint
+
+    names = _folder(tmp_path / "imgs")
+    model = load_checkpoint(ckpt).eval()
+    sources = [Source(tmp_path / "imgs" / n, n) for n in names]
+    before = torch.get_num_threads()
+    for threads in (1, None):
+        recs = list(process(model, sources, tmp_path / f"out{threads}", groups=[0, 1, 2], fmt="jpg",
+                            options=RenderOptions(), batch_size=1, workers=2, torch_threads=threads))
+        assert sorted(r["path"] for r in recs if r["status"] == "ok") == names
+        assert torch.get_num_threads() == before
