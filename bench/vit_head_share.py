@@ -21,34 +21,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
-from typing import Callable
 
 import torch
+from train_step import run_interleaved as median_times  # one interleaved timer for the benches
 
 from dgml_viz.model import create_model
 from dgml_viz.train.losses import GroupedMetricLoss
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_times(steps: dict[str, Callable[[], None]], n: int, warmup: int, device: torch.device) -> dict[str, float]:
-    """Median seconds per call of each variant, variants alternating call by call."""
-    for _ in range(warmup):
-        for fn in steps.values():
-            fn()
-    sync(device)
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(n):
-        for name, fn in steps.items():
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            times[name].append(time.perf_counter() - t0)
-    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
 def main() -> None:
