@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import html
 import io
 import json
@@ -98,18 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 from dgml_viz.data.discovery import Source, collect_sources, parse_shard, shard_of  # noqa: E402,F401
 
 
-def parse_groups(text: str | None, k: int) -> list[int]:
-    """``"0,2"`` -> ``[0, 2]`` checked against ``K`` (all groups when ``None``)."""
-    if text is None:
-        return list(range(k))
-    try:
-        groups = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"--groups must be comma-separated integers, got {text!r}") from None
-    bad = [g for g in groups if not 0 <= g < k]
-    if bad or not groups:
-        raise ConfigError(f"--groups {text}: the model has groups 0..{k - 1}")
-    return sorted(set(groups))
+from dgml_viz.validation import parse_groups  # noqa: E402,F401 - the --groups parser of every command
 
 
 # --------------------------------------------------------------------------- outputs
@@ -170,7 +160,23 @@ def is_done(rec: dict[str, Any] | None, folder: Path, names: Sequence[str]) -> b
 
 
 # --------------------------------------------------------------------------- work items
-def _decode(src: Source, transform: dict[str, Any], max_pixels: int | None, max_side: int | None,
+class _EvalTransform:
+    """A checkpoint's eval transform checked once per run, with the :class:`Geometry` of each image size
+    cached (a dataset of few sizes computes it a few times, not once per image)."""
+
+    def __init__(self, transform: dict[str, Any]) -> None:
+        from dgml_viz.data.transforms import check_transform
+
+        self.checked = check_transform(transform)
+        self.geometry = functools.lru_cache(maxsize=4096)(self._geometry)
+
+    def _geometry(self, width: int, height: int) -> Any:
+        from dgml_viz.data.transforms import compute_geometry
+
+        return compute_geometry(width, height, self.checked)
+
+
+def _decode(src: Source, transform: dict[str, Any] | _EvalTransform, max_pixels: int | None, max_side: int | None,
             max_render_pixels: int | None = None) -> tuple[Any, Any, np.ndarray]:
     """Decode + eval transform -> ``(tensor [3, S, S], Geometry of the true image, image at render size)``.
 
@@ -184,15 +190,15 @@ def _decode(src: Source, transform: dict[str, Any], max_pixels: int | None, max_
     import cv2
 
     from dgml_viz.data import images
-    from dgml_viz.data.transforms import apply_transform, check_transform, compute_geometry
+    from dgml_viz.data.transforms import apply_transform
     from dgml_viz.render.panels import output_size
 
-    t = check_transform(transform)
+    t = transform if isinstance(transform, _EvalTransform) else _EvalTransform(transform)
     image, original = images.load_image_reduced(src.path, max_pixels, target_pixels=max_render_pixels or None)
-    geometry = compute_geometry(original[0], original[1], t)
+    geometry = t.geometry(original[0], original[1])
     have = (image.shape[1], image.shape[0])
     seen = geometry if have == original else dataclasses.replace(geometry, original=have)
-    tensor = apply_transform(image, seen, t)
+    tensor = apply_transform(image, seen, t.checked)
     size = output_size(original, max_side, max_render_pixels)
     if size != have:
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
@@ -370,7 +376,7 @@ def _pipeline(model: Any, sources: Sequence[Source], out: Path, *, groups: Seque
     from dgml_viz.inference import attention_maps, model_device, run_batch
     from dgml_viz.render.batch import render_batch
 
-    transform = dict(model.transform)
+    transform = _EvalTransform(dict(model.transform))
     on_device = model_device(model).type != "cpu"
     batch_size = max(1, int(batch_size))
     prefetch = batch_size + workers
