@@ -223,10 +223,24 @@ def check_path_text(value: Any, key: str) -> str:
     return value
 
 
+def parse_groups(text: str | None, k: int) -> list[int]:
+    """``"0,2"`` -> ``[0, 2]`` checked against ``K`` (all groups when ``None``)."""
+    if text is None:
+        return list(range(k))
+    try:
+        groups = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--groups must be comma-separated integers, got {text!r}") from None
+    bad = [g for g in groups if not 0 <= g < k]
+    if bad or not groups:
+        raise ConfigError(f"--groups {text}: the model has groups 0..{k - 1}")
+    return sorted(set(groups))
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
 __all__ = ["MAX_PARAMETERS", "check_int", "check_number", "check_bool", "check_str", "check_model_fields",
-           "meta_model", "check_transform", "check_state_dict", "check_device", "check_path_text"]
+           "meta_model", "check_transform", "check_state_dict", "check_device", "check_path_text", "parse_groups"]

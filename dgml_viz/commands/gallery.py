@@ -198,7 +198,7 @@ def _write(fig: Any, out: Path, stem: str, formats: Sequence[str], dpi: int, cap
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from dgml_viz.commands.heatmaps import parse_groups
+    from dgml_viz.validation import parse_groups
     from dgml_viz.model.checkpoint import load_checkpoint
     from dgml_viz.render.figures import FORMATS, paper_width
     from dgml_viz.utils.outdir import ensure_output_dir, output_lock

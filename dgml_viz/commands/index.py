@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from dgml_viz.commands.heatmaps import parse_shard
+    from dgml_viz.data.discovery import parse_shard
     from dgml_viz.errors import ConfigError
     from dgml_viz.index.builder import build_index, merge_shards
 

@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dgml_viz.commands.heatmaps import parse_groups
+    from dgml_viz.validation import parse_groups
     from dgml_viz.errors import ConfigError, ImageError
     from dgml_viz.index.search import Searcher, embed_paths, load_index_model, neighbours_json
     from dgml_viz.index.store import open_index
