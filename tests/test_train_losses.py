@@ -189,6 +189,48 @@ def test_attention_terms_ramp_linearly_over_the_warmup_epochs() -> None:
     assert [attention_weights(at_once, e)[0] for e in range(4)] == pytest.approx([0, 0, 0.3, 0.3])  # configs written before the options existed
 
 
+def test_diversity_weight_schedule_follows_the_attention_ramp() -> None:
+    from dgml_viz.train.loop import attention_weights, diversity_weight
+
+    assert [diversity_weight({"lambda_div": 0.5}, e) for e in range(3)] == [0.5, 0.5, 0.5]  # off: constant
+    cfg = {"lambda_div": 0.5, "lambda_div_early": 0.05, "lambda_spread": 1.0, "attention_start_epoch": 3,
+           "attention_warmup_epochs": 2}
+    got = [diversity_weight(cfg, e) for e in range(7)]
+    assert got == pytest.approx([0.05, 0.05, 0.05, 0.05, 0.275, 0.5, 0.5])
+    # the same phase as the attention terms: weak exactly while they are off, strong once they are on
+    spread = [attention_weights(cfg, e)[2] for e in range(7)]
+    assert all((s == 0) == (d == 0.05) for s, d in zip(spread, got))
+
+
+def test_diversity_schedule_is_what_the_trainer_uses(tmp_path) -> None:
+    from dgml_viz.train import train
+
+    seen = []
+    cfg = {"model": {"backbone": "small_cnn", "groups": 2, "dim": 16, "reduction": 4, "pretrained": False,
+                     "freeze_bn": False, "backbone_kwargs": {"width": 8}},
+           "data": {"name": "synthetic", "size": 32, "resize": 32, "mode": "full", "mean": [0.5] * 3,
+                    "std": [0.25] * 3, "kwargs": {"image_size": 32, "samples_per_class": 2}},
+           "train": {"epochs": 3, "batch_classes": 4, "batch_per_class": 2, "steps_per_epoch": 1, "lr": 1e-3,
+                     "lr_steps": [5], "num_workers": 0, "amp": False, "device": "cpu", "progress": False,
+                     "lambda_div": 0.4, "lambda_div_early": 0.1, "attention_start_epoch": 1,
+                     "attention_warmup_epochs": 0, "eval_every": 3, "tensorboard": False},
+           "eval": {"nmi": False, "ks": [1]}}
+    import dgml_viz.train.loop as loop
+
+    original = loop.GroupedMetricLoss.forward
+
+    def spy(self, *a, **k):  # type: ignore[no-untyped-def]
+        seen.append(self.lambda_div)
+        return original(self, *a, **k)
+
+    loop.GroupedMetricLoss.forward = spy
+    try:
+        train(cfg, tmp_path / "run")
+    finally:
+        loop.GroupedMetricLoss.forward = original
+    assert seen == pytest.approx([0.1, 0.4, 0.4])
+
+
 def test_overlap_term_is_pairwise_histogram_intersection() -> None:
     groups, labels, logits, att = _grouped_inputs(6, 3, 3, 4, classes=3)
     ref = 0.0

@@ -18,6 +18,8 @@ Schema (defaults = the CUB-200-2011 reference recipe)::
             weight_decay {backbone, keyval, query}, lr_steps, gamma, beta_lr,
             loss (margin|multi_similarity), margin, beta_init, cutoff, nonzero_loss_cutoff,
             ms_alpha, ms_beta, ms_base, ms_epsilon, lambda_div, div_alpha, div_beta, div_c,
+            lambda_div_early (null = lambda_div throughout; else the diversity weight before
+            attention_start_epoch, ramping to lambda_div with the attention terms),
             lambda_ent (attention-entropy weight, 0 = off), attention_start_epoch (attention terms off
             before it), attention_warmup_epochs (linear ramp of the attention terms after it),
             lambda_overlap (attention-overlap weight, 0 = off), overlap_radius (cells),
@@ -57,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
               "lr_steps": [55], "gamma": 0.3, "beta_lr": 5e-5,
               "loss": "margin", "margin": 0.2, "beta_init": 1.2, "cutoff": 0.5, "nonzero_loss_cutoff": 1.4,
               "ms_alpha": 2.0, "ms_beta": 50.0, "ms_base": 0.5, "ms_epsilon": 0.1,
-              "lambda_div": 0.02, "div_alpha": 2.0, "div_beta": 0.5, "div_c": 25.0,
+              "lambda_div": 0.02, "lambda_div_early": None, "div_alpha": 2.0, "div_beta": 0.5, "div_c": 25.0,
               "lambda_ent": 0.0, "attention_warmup_epochs": 0, "attention_start_epoch": 0, "lambda_overlap": 0.0, "overlap_radius": 0, "lr_query": None,
               "layer_decay": None,
               "metric_on": "groups", "lambda_spread": 0.0,
@@ -204,7 +206,7 @@ _NON_NEGATIVE_INTS = [("train", "attention_warmup_epochs"), ("train", "attention
 #: learning rates: > 0 (a zero or negative rate trains nothing or diverges)
 _RATES = [("train", "lr"), ("train", "beta_lr")]
 _OPTIONAL_RATES = [("train", "lr_backbone"), ("train", "lr_query"), ("train", "time_budget_s"),
-                   ("train", "layer_decay")]
+                   ("train", "layer_decay"), ("train", "lambda_div_early")]
 _NON_NEGATIVE = [("train", k) for k in ("lambda_div", "lambda_ent", "lambda_overlap", "lambda_spread", "margin",
                                         "beta_init", "cutoff", "nonzero_loss_cutoff", "ms_alpha", "ms_beta",
                                         "ms_base", "ms_epsilon", "div_alpha", "div_beta", "div_c")]

@@ -189,6 +189,26 @@ def attention_weights(train_cfg: dict[str, Any], epoch: int) -> tuple[float, flo
                  for key in ("lambda_ent", "lambda_overlap", "lambda_spread"))
 
 
+def diversity_weight(train_cfg: dict[str, Any], epoch: int) -> float:
+    """``lambda_div`` for 0-based ``epoch``: ``lambda_div_early`` (when set) before the attention
+    terms start, ramping to ``lambda_div`` with them (same start and warm-up as
+    :func:`attention_weights`); ``lambda_div`` throughout when ``lambda_div_early`` is null.
+
+    A weak diversity term lets the plain phase learn every part on every seed; the strong one,
+    with the attention terms, then pulls the groups apart onto their own parts.
+    """
+    strong = float(train_cfg["lambda_div"])
+    early = train_cfg.get("lambda_div_early")
+    if early is None:
+        return strong
+    start = int(train_cfg.get("attention_start_epoch", 0) or 0)
+    warm = int(train_cfg.get("attention_warmup_epochs", 0) or 0)
+    if epoch < start:
+        return float(early)
+    scale = 1.0 if warm <= 0 else min(1.0, (epoch - start) / warm)
+    return float(early) + (strong - float(early)) * scale
+
+
 def build_loss(config: dict[str, Any], num_groups: int, num_classes: int) -> GroupedMetricLoss:
     t = config["train"]
     return GroupedMetricLoss(
@@ -412,6 +432,7 @@ class _Trainer:
         t = self.cfg["train"]
         self.sampler.set_epoch(self.epoch)
         self.loss.lambda_ent, self.loss.lambda_overlap, self.loss.lambda_spread = attention_weights(t, self.epoch)
+        self.loss.lambda_div = diversity_weight(t, self.epoch)
         _seed_everything(t["seed"], self.epoch, self.info.rank)
         self.net.train()
         sums: dict[str, Tensor] = {}  # term name -> float64 running sum, whatever terms the loss returns
