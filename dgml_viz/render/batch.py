@@ -109,7 +109,6 @@ def _upsampled(maps: Tensor, geometry: Geometry, size: tuple[int, int], options:
     the raw values, and the resampling weights of each output pixel sum to 1, so the raw maps are
     upsampled once and each affine is applied after (the same values up to float rounding, half the
     matrix products when the composite needs both)."""
-    k = maps.shape[1]
     wy_np, wx_np, valid = _resampling(geometry, tuple(maps.shape[2:]), size, options.interpolation)
     wy, wx = torch.tensor(wy_np, device=device), torch.tensor(wx_np, device=device)
     norms = [options.norm] + [m for m in ("shared", "per_map") if options.composite and m != options.norm]
