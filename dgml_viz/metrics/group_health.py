@@ -367,31 +367,64 @@ def group_health(groups: Tensor, attention: Tensor | None = None, labels: Tensor
             raise ValueError(f"need attention [{n}, {k}, h, w], got {tuple(attention.shape)}")
         attention = attention.detach().float().cpu()
     notes: list[str] = []
+    retrieval = _retrieval_signals(groups, labels, seed, notes)
+    per_group = _group_signals(groups, attention, retrieval, seed, notes)
+    dead: list[int] = []
+    suspect: list[int] = []
+    reasons: list[str] = []
+    for sig in per_group:
+        verdict, reason = _judge_group(sig, retrieval.used)
+        if verdict == "dead":
+            dead.append(sig.group)
+        elif verdict == "suspect":
+            suspect.append(sig.group)
+        if reason:
+            reasons.append(reason)
+    pairs, duplicates = _pair_signals(groups, attention, seed, notes, reasons)
+    for line in reasons:
+        logger.debug("group health: %s", line)
+    return GroupHealth(num_images=n, num_groups=k, has_labels=retrieval.has_labels,
+                       has_attention=attention is not None, retrieval_used=retrieval.used, groups=per_group,
+                       pairs=pairs, dead=dead, suspect=suspect, duplicates=duplicates, reasons=reasons, notes=notes)
 
-    recall: list[float | None] = [None] * k
-    zs: list[float | None] = [None] * k
-    aucs: list[float | None] = [None] * k
-    chance: float | None = None
-    retrieval_used = False
-    has_labels = labels is not None
+
+@dataclass
+class _Retrieval:
+    """Per-group retrieval signals (all None when no usable labels)."""
+
+    recall: list[float | None]
+    z: list[float | None]
+    auc: list[float | None]
+    chance: float | None
+    used: bool
+    has_labels: bool
+
+
+def _retrieval_signals(groups: Tensor, labels: Tensor | Sequence[int] | None, seed: int,
+                       notes: list[str]) -> _Retrieval:
+    n, k = int(groups.shape[0]), int(groups.shape[1])
+    out = _Retrieval([None] * k, [None] * k, [None] * k, None, False, labels is not None)
     if labels is not None:
         lab = torch.as_tensor(np.asarray(labels)).long().reshape(-1)
         if len(lab) != n:
             raise ValueError(f"{n} images but {len(lab)} labels")
         known = lab >= 0
-        has_labels = bool(known.any())
-        if has_labels:
+        out.has_labels = bool(known.any())
+        if out.has_labels:
             r, chance, z, q = retrieval_vs_chance(groups[known], lab[known])
             if q >= MIN_QUERIES:
-                recall, zs, retrieval_used = r, z, True
-                aucs = separation_auc(groups[known], lab[known], seed=seed)
+                out.recall, out.z, out.chance, out.used = r, z, chance, True
+                out.auc = separation_auc(groups[known], lab[known], seed=seed)
             else:
                 notes.append(f"retrieval signal not used: {q} queries with a same-class partner "
                              f"(< {MIN_QUERIES})")
-                chance = None
-    if not has_labels:
+    if not out.has_labels:
         notes.append("no labels: dead groups judged from attention and embedding signals only")
+    return out
 
+
+def _group_signals(groups: Tensor, attention: Tensor | None, ret: _Retrieval, seed: int,
+                   notes: list[str]) -> list[GroupSignals]:
     consistency = embedding_consistency(groups).tolist()
     ent = cio = mob = None
     if attention is not None:
@@ -400,81 +433,80 @@ def group_health(groups: Tensor, attention: Tensor | None = None, labels: Tensor
         mob = centre_mobility(attention).tolist()
     else:
         notes.append("no attention maps: only embedding signals")
+    out = []
+    for g in range(int(groups.shape[1])):
+        lift = (ret.recall[g] / ret.chance) if ret.used and ret.chance else None
+        out.append(GroupSignals(group=g, recall_at_1=_f(ret.recall[g]), chance=_f(ret.chance) if ret.used else None,
+                                lift=_f(lift), z=_f(ret.z[g]), separation_auc=_f(ret.auc[g]),
+                                embedding_consistency=_f(consistency[g]), entropy=_f(ent[g]) if ent else None,
+                                cross_image_overlap=_f(cio[g]) if cio else None,
+                                centre_mobility=_f(mob[g]) if mob else None))
+    return out
 
-    per_group: list[GroupSignals] = []
-    dead: list[int] = []
-    suspect: list[int] = []
-    reasons: list[str] = []
-    for g in range(k):
-        lift = (recall[g] / chance) if retrieval_used and chance else None
-        sig = GroupSignals(group=g, recall_at_1=_f(recall[g]), chance=_f(chance) if retrieval_used else None,
-                           lift=_f(lift), z=_f(zs[g]), separation_auc=_f(aucs[g]), embedding_consistency=_f(consistency[g]),
-                           entropy=_f(ent[g]) if ent else None, cross_image_overlap=_f(cio[g]) if cio else None,
-                           centre_mobility=_f(mob[g]) if mob else None)
-        per_group.append(sig)
-        independent: list[str] = []  # image-independence signals that fire
-        if sig.embedding_consistency is not None and sig.embedding_consistency >= CONSTANT_EMBEDDING:
-            independent.append(f"its vectors of different images have mean cosine {sig.embedding_consistency:.3f} "
-                               f"(>= {CONSTANT_EMBEDDING}: nearly the same vector for every image)")
-        if sig.entropy is not None and sig.entropy >= UNIFORM_ENTROPY:
-            independent.append(f"its attention is near-uniform (normalised entropy {sig.entropy:.3f} "
-                               f">= {UNIFORM_ENTROPY})")
-        if sig.cross_image_overlap is not None and sig.cross_image_overlap >= STATIC_OVERLAP:
-            independent.append(f"its maps of two different images share {sig.cross_image_overlap:.3f} of their mass "
-                               f"(>= {STATIC_OVERLAP}: it looks at the same cells whatever the image)")
-        if retrieval_used:
-            assert sig.recall_at_1 is not None and sig.chance is not None
-            near_r1 = (sig.lift is None or sig.lift < CHANCE_LIFT) or (sig.z is None or sig.z < CHANCE_Z)
-            near_auc = sig.separation_auc is None or sig.separation_auc < SEPARATION_ALIVE
-            lift_s = f"{sig.lift:.2f}" if sig.lift is not None else "n/a"
-            z_s = f"{sig.z:.1f}" if sig.z is not None else "n/a"
-            auc_s = f"{sig.separation_auc:.3f}" if sig.separation_auc is not None else "n/a"
-            if near_r1 and near_auc:
-                dead.append(g)
-                reasons.append(f"group {g} dead: retrieval with its slice is near chance — Recall@1 "
-                               f"{sig.recall_at_1:.3f} vs chance {sig.chance:.3f} ({lift_s}x, z = {z_s}; alive needs "
-                               f">= {CHANCE_LIFT}x and z >= {CHANCE_Z}), same-class pair AUC {auc_s} "
-                               f"(alive needs >= {SEPARATION_ALIVE})"
-                               + ("; also " + "; ".join(independent) if independent else ""))
-            elif independent:
-                suspect.append(g)
-                reasons.append(f"group {g} suspect: " + "; ".join(independent) + f" — yet its slice retrieves "
-                               f"(Recall@1 {sig.recall_at_1:.3f}, {lift_s}x chance)")
-        elif independent:
-            dead.append(g)
-            reasons.append(f"group {g} dead: " + "; ".join(independent))
 
+def _judge_group(sig: GroupSignals, retrieval_used: bool) -> tuple[str | None, str | None]:
+    """``("dead" | "suspect" | None, reason line or None)`` for one group's signals."""
+    g = sig.group
+    independent: list[str] = []  # image-independence signals that fire
+    if sig.embedding_consistency is not None and sig.embedding_consistency >= CONSTANT_EMBEDDING:
+        independent.append(f"its vectors of different images have mean cosine {sig.embedding_consistency:.3f} "
+                           f"(>= {CONSTANT_EMBEDDING}: nearly the same vector for every image)")
+    if sig.entropy is not None and sig.entropy >= UNIFORM_ENTROPY:
+        independent.append(f"its attention is near-uniform (normalised entropy {sig.entropy:.3f} "
+                           f">= {UNIFORM_ENTROPY})")
+    if sig.cross_image_overlap is not None and sig.cross_image_overlap >= STATIC_OVERLAP:
+        independent.append(f"its maps of two different images share {sig.cross_image_overlap:.3f} of their mass "
+                           f"(>= {STATIC_OVERLAP}: it looks at the same cells whatever the image)")
+    if not retrieval_used:
+        return ("dead", f"group {g} dead: " + "; ".join(independent)) if independent else (None, None)
+    assert sig.recall_at_1 is not None and sig.chance is not None
+    near_r1 = (sig.lift is None or sig.lift < CHANCE_LIFT) or (sig.z is None or sig.z < CHANCE_Z)
+    near_auc = sig.separation_auc is None or sig.separation_auc < SEPARATION_ALIVE
+    lift_s = f"{sig.lift:.2f}" if sig.lift is not None else "n/a"
+    z_s = f"{sig.z:.1f}" if sig.z is not None else "n/a"
+    auc_s = f"{sig.separation_auc:.3f}" if sig.separation_auc is not None else "n/a"
+    if near_r1 and near_auc:
+        return "dead", (f"group {g} dead: retrieval with its slice is near chance — Recall@1 "
+                        f"{sig.recall_at_1:.3f} vs chance {sig.chance:.3f} ({lift_s}x, z = {z_s}; alive needs "
+                        f">= {CHANCE_LIFT}x and z >= {CHANCE_Z}), same-class pair AUC {auc_s} "
+                        f"(alive needs >= {SEPARATION_ALIVE})"
+                        + ("; also " + "; ".join(independent) if independent else ""))
+    if independent:
+        return "suspect", (f"group {g} suspect: " + "; ".join(independent) + f" — yet its slice retrieves "
+                           f"(Recall@1 {sig.recall_at_1:.3f}, {lift_s}x chance)")
+    return None, None
+
+
+def _pair_signals(groups: Tensor, attention: Tensor | None, seed: int, notes: list[str],
+                  reasons: list[str]) -> tuple[list[PairSignals], list[tuple[int, int]]]:
+    n, k = int(groups.shape[0]), int(groups.shape[1])
     pairs: list[PairSignals] = []
     duplicates: list[tuple[int, int]] = []
-    if k > 1:
-        cos = pair_values(group_cosine(groups)).mean(0).tolist()
-        ov = pair_values(histogram_intersection(attention)).mean(0).tolist() if attention is not None else None
-        sc = pair_values(similarity_correlation(groups, seed=seed)[None])[0].tolist() if n >= 3 else None
-        if sc is None:
-            notes.append("similarity correlation needs at least 3 images")
-        i_idx, j_idx = torch.triu_indices(k, k, offset=1)
-        for p, (i, j) in enumerate(zip(i_idx.tolist(), j_idx.tolist())):
-            ps = PairSignals(pair=(i, j), attention_overlap=_f(ov[p]) if ov else None, cosine=float(cos[p]),
-                             similarity_correlation=_f(sc[p]) if sc else None)
-            pairs.append(ps)
-            why = []
-            if ps.attention_overlap is not None and ps.attention_overlap >= DUPLICATE_OVERLAP:
-                why.append(f"their maps of one image share {ps.attention_overlap:.3f} of their mass "
-                           f"(>= {DUPLICATE_OVERLAP})")
-            if ps.cosine >= DUPLICATE_COSINE:
-                why.append(f"their vectors of one image have cosine {ps.cosine:.3f} (>= {DUPLICATE_COSINE})")
-            if ps.similarity_correlation is not None and ps.similarity_correlation >= DUPLICATE_RANKING:
-                why.append(f"they rank images the same way (similarity correlation {ps.similarity_correlation:.3f} "
-                           f">= {DUPLICATE_RANKING})")
-            if why:
-                duplicates.append((i, j))
-                reasons.append(f"groups {i} and {j} duplicated: " + "; ".join(why))
-
-    for line in reasons:
-        logger.debug("group health: %s", line)
-    return GroupHealth(num_images=n, num_groups=k, has_labels=has_labels, has_attention=attention is not None,
-                       retrieval_used=retrieval_used, groups=per_group, pairs=pairs, dead=dead, suspect=suspect,
-                       duplicates=duplicates, reasons=reasons, notes=notes)
+    if k < 2:
+        return pairs, duplicates
+    cos = pair_values(group_cosine(groups)).mean(0).tolist()
+    ov = pair_values(histogram_intersection(attention)).mean(0).tolist() if attention is not None else None
+    sc = pair_values(similarity_correlation(groups, seed=seed)[None])[0].tolist() if n >= 3 else None
+    if sc is None:
+        notes.append("similarity correlation needs at least 3 images")
+    i_idx, j_idx = torch.triu_indices(k, k, offset=1)
+    for p, (i, j) in enumerate(zip(i_idx.tolist(), j_idx.tolist())):
+        ps = PairSignals(pair=(i, j), attention_overlap=_f(ov[p]) if ov else None, cosine=float(cos[p]),
+                         similarity_correlation=_f(sc[p]) if sc else None)
+        pairs.append(ps)
+        why = []
+        if ps.attention_overlap is not None and ps.attention_overlap >= DUPLICATE_OVERLAP:
+            why.append(f"their maps of one image share {ps.attention_overlap:.3f} of their mass "
+                       f"(>= {DUPLICATE_OVERLAP})")
+        if ps.cosine >= DUPLICATE_COSINE:
+            why.append(f"their vectors of one image have cosine {ps.cosine:.3f} (>= {DUPLICATE_COSINE})")
+        if ps.similarity_correlation is not None and ps.similarity_correlation >= DUPLICATE_RANKING:
+            why.append(f"they rank images the same way (similarity correlation {ps.similarity_correlation:.3f} "
+                       f">= {DUPLICATE_RANKING})")
+        if why:
+            duplicates.append((i, j))
+            reasons.append(f"groups {i} and {j} duplicated: " + "; ".join(why))
+    return pairs, duplicates
 
 
 __all__ = ["GroupHealth", "GroupSignals", "PairSignals", "group_health", "retrieval_vs_chance",
