@@ -134,3 +134,18 @@ def test_rejects_bad_inputs() -> None:
         render_batch(images, maps, geos, backend="cairo")
     with pytest.raises(ValueError, match="alpha"):
         render_batch(images, maps, geos, options=RenderOptions(alpha=2.0))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_maps_straight_from_the_model_under_inference_mode(backend: str) -> None:
+    """The GPU path hands over ``GroupOutput.attention`` itself: an inference-mode tensor (read-only
+    outside that mode); rendering it must neither fail nor differ from the numpy copy."""
+    images, geos = _batch([(64, 48)] * 3, CROP)
+    maps = _maps(3)
+    with torch.inference_mode():
+        live = torch.from_numpy(maps) * 1.0
+    assert live.is_inference()
+    a = render_batch(images, live, geos, options=RenderOptions(contour=0.5), backend=backend)
+    b = render_batch(images, maps, geos, options=RenderOptions(contour=0.5), backend=backend)
+    for pa, pb in zip(a, b):
+        assert all(np.array_equal(pa[k], pb[k]) for k in pa)

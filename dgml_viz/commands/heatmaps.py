@@ -24,6 +24,11 @@ second run into the same folder waits for it (``--lock-timeout`` seconds; 0 refu
 manifest is only ever appended to and compacted under the lock, keeping the records of earlier runs
 with other inputs, so no record is lost. Temp files a killed run left are removed by the next run.
 
+Writes: each file goes to a hidden temp name and is renamed into place once the data of its whole chunk
+of images (a batch split between the ``--workers`` write threads) has been flushed with one ``syncfs``
+(:class:`dgml_viz.utils.atomic.AtomicBatch`) instead of an ``fsync`` per file: a killed run never leaves
+a truncated output, a power loss can lose the last chunk's renames (``--resume`` redoes those images).
+
 Memory budget: images larger than ``--max-render-pixels`` (default 3072 x 3072) are rendered at that
 area (aspect kept) and decoded shrunk by an integer factor right away (JPEG inside the decoder), so a
 12000 x 12000 image peaks at ~1.4 GB instead of ~9.4 GB; maps, manifest and geometry still refer to the
