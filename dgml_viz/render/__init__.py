@@ -14,6 +14,8 @@ Example:
 * :mod:`~dgml_viz.render.upsample` — normalisation and upsampling of ``[K, h, w]`` maps
 * :mod:`~dgml_viz.render.heatmap` — colormaps, alpha blending, top-p contours, invalid-region hatching
 * :mod:`~dgml_viz.render.composite` — one colour per group, pixel coloured by its dominant group
+* :mod:`~dgml_viz.render.batch` — :func:`render_panels` for a whole batch at once (OpenCV on the CPU, tensor
+  ops on the maps' device), imported on demand: ``from dgml_viz.render.batch import render_batch``
 * :mod:`~dgml_viz.render.legend` — colour bar and group legend images
 * :mod:`~dgml_viz.render.figures` — matplotlib paper figures (imported on demand: ``from dgml_viz.render import figures``)
 """
