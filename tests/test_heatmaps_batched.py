@@ -36,9 +36,13 @@ def test_written_png_panels_equal_the_per_image_reference(tmp_path: Path, ckpt: 
     assert main(["heatmaps", "--ckpt", str(ckpt), "--images", str(src), "--out", str(out), "--format", "png",
                  "--batch-size", "4", "--norm", norm, "--interp", interp, "--contour", "0.4"]) == 0
     options = RenderOptions(norm=norm, interpolation=interp, contour=0.4)
+    manifest = {r["path"]: r for r in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
     for name in names:
         z = np.load(out / name / "maps.npz")
         geometry = Geometry.from_dict(json.loads(str(z["geometry"])))
+        assert Image.open(src / name).size == geometry.original  # each image's own geometry...
+        assert Geometry.from_dict(manifest[name]["geometry"]) == geometry  # ...in its npz and its record
+        assert manifest[name]["size"] == list(geometry.original)
         ref = render_panels(load_image(src / name), z["attention"], geometry, None, options)
         for key, panel in ref.items():
             written = np.asarray(Image.open(out / name / f"{key}.png").convert("RGB"))

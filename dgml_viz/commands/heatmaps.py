@@ -257,7 +257,7 @@ def _write_outputs(items: Sequence[tuple[Source, Any, dict[str, np.ndarray], np.
         if not isinstance(exc, OSError):
             raise
         return records + [failed(src, exc) for src, *_ in staged]
-    for src, geometry, files, seconds in staged:
+    for src, geo, files, seconds in staged:
         t0 = time.perf_counter()
         try:
             names = [p.name for p in files.commit()]
