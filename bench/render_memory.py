@@ -1,7 +1,7 @@
 """Peak memory of ``dgml-viz heatmaps`` on one huge, well-compressed image (issue 12).
 
 Writes a 12000 x 12000 RGB PNG (flat background + discs, a few hundred KB), runs the real CLI on it in a
-child process and prints the child's peak resident set size (``getrusage(RUSAGE_CHILDREN).ru_maxrss``),
+child process and prints the child's own peak resident set size (``VmHWM`` of ``/proc/self/status``),
 the wall time and the size the overlays were rendered at.
 
     .venv/bin/python bench/render_memory.py                      # default render cap
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shlex
 import subprocess
 import sys
@@ -45,15 +44,21 @@ def main() -> None:
         src.mkdir()
         huge_png(src / "huge.png", args.side)
         size_kb = (src / "huge.png").stat().st_size / 1024
-        cmd = [sys.executable, "-m", "dgml_viz.cli", "heatmaps", "--ckpt", args.ckpt, "--images", str(src),
-               "--out", str(out), "--workers", "1", *shlex.split(args.extra)]
+        argv = ["heatmaps", "--ckpt", args.ckpt, "--images", str(src), "--out", str(out), "--workers", "1",
+                *shlex.split(args.extra)]
+        # the child reports its own VmHWM: ru_maxrss would include this parent's RSS (the huge image
+        # it just wrote), since Linux keeps the old mm's high-water mark across execve
+        child = ("import sys\nfrom dgml_viz.cli import main\nrc = main(sys.argv[1:])\n"
+                 "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
+                 "print('PEAK_KB', int(hwm.split()[1]))\nsys.exit(rc)")
+        cmd = [sys.executable, "-c", child, *argv]
         t0 = time.perf_counter()
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - t0
-        peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2  # KiB on Linux
         if res.returncode != 0:
             print(res.stderr[-3000:], file=sys.stderr)
             raise SystemExit(f"heatmaps exited {res.returncode}")
+        peak_gb = int(res.stdout.split("PEAK_KB")[1].split()[0]) / 1024 ** 2  # KiB
         rec = json.loads((out / "manifest.jsonl").read_text().splitlines()[0])
         rendered = Image.open(out / "huge.png" / "composite.jpg").size
     print(f"{args.side}x{args.side} PNG ({size_kb:.0f} KB), heatmaps {args.extra or '(defaults)'}: "
