@@ -26,10 +26,11 @@ attention) are ``None`` with the reason in ``skipped``.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -293,6 +294,62 @@ def per_class_section(labels: Tensor, per_image: dict[str, Tensor], class_names:
     return out
 
 
+#: a report section, or ``None`` and the reason it was skipped (exactly one of the two is ``None``)
+Outcome = tuple[dict[str, Any] | None, str | None]
+
+
+@contextlib.contextmanager
+def _timer(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Store the wall time of the ``with`` body in ``timings[key]`` (seconds; not stored on error)."""
+    t0 = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - t0
+
+
+def _lacks(c: Collected, annotation: Tensor | None, missing: str) -> str | None:
+    """Why a section that needs ``annotation`` and attention maps cannot run (``None``: it can)."""
+    if annotation is None:
+        return missing
+    return "model has no attention maps" if c.attention is None else None
+
+
+def _put(report: dict[str, Any], skipped: dict[str, str], name: str, outcome: Outcome) -> None:
+    """``report[name]`` = the section (``None`` when skipped, the reason then going to ``skipped``)."""
+    section, reason = outcome
+    report[name] = section
+    if reason is not None:
+        skipped[name] = reason
+
+
+def _localisation_outcome(c: Collected, stats: _Stats) -> tuple[Outcome, dict[str, Tensor]]:
+    """The localisation section (needs part masks) and its per-image ``{"pointing": [N]}``."""
+    reason = _lacks(c, c.part_masks, "no part masks")
+    if reason is not None:
+        return (None, reason), {}
+    section, per_image = localisation_section(c, stats)
+    return (section, None), per_image
+
+
+def _keypoint_outcome(c: Collected, stats: _Stats, part_names: Sequence[str] | None) -> Outcome:
+    """The keypoint section (needs keypoints)."""
+    reason = _lacks(c, c.keypoints, "no keypoints")
+    return (None, reason) if reason is not None else (keypoint_section(c, stats, part_names), None)
+
+
+def _on_first_images(c: Collected, images: int, option: str, section: Callable[[Tensor], dict[str, Any]]) -> Outcome:
+    """``section`` of the first ``images`` kept images ``[M, 3, H, W]``; skipped when ``option`` (their count) is 0."""
+    if images > 0 and len(c.images):
+        return section(c.images[:images]), None
+    return None, f"{option} = 0"
+
+
+def _per_class_outcome(c: Collected, per_image: dict[str, Tensor], class_names: Sequence[str] | None) -> Outcome:
+    """The per-class section (needs labels) of the per-image values ``{metric: [N]}``."""
+    if c.labels is None:
+        return None, "no labels"
+    return per_class_section(c.labels, per_image, class_names), None
+
+
 def analyse_model(model: nn.Module, batches: Iterable[dict[str, Any]], *, class_names: Sequence[str] | None = None,
                   part_names: Sequence[str] | None = None, faithfulness_images: int = 100, steps: int = 8,
                   baseline: str = "blur", ig_steps: int = 16, ig_internal_batch_size: int = 256,
@@ -315,60 +372,34 @@ def analyse_model(model: nn.Module, batches: Iterable[dict[str, Any]], *, class_
     """
     model.eval()
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    c = collect(model, batches, keep_images=max(faithfulness_images, invariance_images))
-    timings["forward_s"] = time.perf_counter() - t0
+    with _timer(timings, "forward_s"):
+        c = collect(model, batches, keep_images=max(faithfulness_images, invariance_images))
     stats = _Stats(num_resamples, seed)
     skipped: dict[str, str] = {}
     report: dict[str, Any] = {"num_images": int(len(c.groups)), "num_groups": int(c.groups.shape[1]),
                               "has_attention": c.attention is not None, "image_size": list(c.size)}
-    t0 = time.perf_counter()
-    report["diversity"], per_image = diversity_section(c, stats)
-    timings["diversity_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    report["group_health"] = group_health(c.groups, c.attention, c.labels, seed=seed).to_dict()
-    timings["group_health_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    if c.part_masks is not None and c.attention is not None:
-        report["localisation"], loc_img = localisation_section(c, stats)
-        per_image.update(loc_img)
-    else:
-        report["localisation"] = None
-        skipped["localisation"] = "no part masks" if c.part_masks is None else "model has no attention maps"
-    if c.keypoints is not None and c.attention is not None:
-        report["keypoints"] = keypoint_section(c, stats, part_names)
-    else:
-        report["keypoints"] = None
-        skipped["keypoints"] = "no keypoints" if c.keypoints is None else "model has no attention maps"
-    timings["localisation_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    if faithfulness_images > 0 and len(c.images):
-        sub = Collected(**{**c.__dict__, "images": c.images[:faithfulness_images]})
-        report["faithfulness"] = faithfulness_section(model, sub, stats, steps=steps, baseline=baseline,
-                                                      ig_steps=ig_steps, ig_internal_batch_size=ig_internal_batch_size,
-                                                      batch_size=batch_size, seed=seed)
-    else:
-        report["faithfulness"] = None
-        skipped["faithfulness"] = "faithfulness_images = 0"
-    timings["faithfulness_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    if invariance_images > 0 and len(c.images):
-        report["invariance"] = invariance_section(model, c.images[:invariance_images], shifts=shifts,
-                                                  permutations=permutations, seed=seed, batch_size=batch_size)
-    else:
-        report["invariance"] = None
-        skipped["invariance"] = "invariance_images = 0"
-    timings["invariance_s"] = time.perf_counter() - t0
-
-    if c.labels is not None:
-        report["per_class"] = per_class_section(c.labels, per_image, class_names)
-    else:
-        report["per_class"] = None
-        skipped["per_class"] = "no labels"
+    with _timer(timings, "diversity_s"):
+        report["diversity"], per_image = diversity_section(c, stats)
+    with _timer(timings, "group_health_s"):
+        report["group_health"] = group_health(c.groups, c.attention, c.labels, seed=seed).to_dict()
+    with _timer(timings, "localisation_s"):
+        localisation, pointing = _localisation_outcome(c, stats)
+        per_image.update(pointing)
+        _put(report, skipped, "localisation", localisation)
+        _put(report, skipped, "keypoints", _keypoint_outcome(c, stats, part_names))
+    with _timer(timings, "faithfulness_s"):
+        _put(report, skipped, "faithfulness", _on_first_images(
+            c, faithfulness_images, "faithfulness_images",
+            lambda x: faithfulness_section(model, Collected(**{**c.__dict__, "images": x}), stats, steps=steps,
+                                           baseline=baseline, ig_steps=ig_steps,
+                                           ig_internal_batch_size=ig_internal_batch_size, batch_size=batch_size,
+                                           seed=seed)))
+    with _timer(timings, "invariance_s"):
+        _put(report, skipped, "invariance", _on_first_images(
+            c, invariance_images, "invariance_images",
+            lambda x: invariance_section(model, x, shifts=shifts, permutations=permutations, seed=seed,
+                                         batch_size=batch_size)))
+    _put(report, skipped, "per_class", _per_class_outcome(c, per_image, class_names))
     report["skipped"] = skipped
     report["timings"] = timings
     report["headline"] = headline(report)
