@@ -30,6 +30,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from dgml_viz.validation import check_transform
+
 
 MODES = ("center_crop", "full")
 #: ImageNet normalisation statistics (the one definition; recipes and checkpoints default to it)
@@ -107,16 +109,6 @@ class Geometry:
     def from_dict(cls, d: Mapping[str, Any]) -> "Geometry":
         return cls(tuple(d["original"]), tuple(d["resized"]), tuple(d["crop"]), int(d["size"]),  # type: ignore[arg-type]
                    str(d.get("mode", "center_crop")), bool(d.get("flipped", False)))
-
-
-def check_transform(transform: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate a checkpoint transform dict; returns a normalised copy (ConfigError if invalid).
-
-    The checks (types, bounded sizes) live in :func:`dgml_viz.validation.check_transform`.
-    """
-    from dgml_viz.validation import check_transform as _check
-
-    return _check(transform)
 
 
 def compute_geometry(width: int, height: int, transform: Mapping[str, Any]) -> Geometry:
@@ -248,5 +240,5 @@ class EvalTransform:
         return self.apply(img)[0]
 
 
-__all__ = ["Geometry", "EvalTransform", "IMAGENET_MEAN", "IMAGENET_STD", "eval_transform", "compute_geometry", "check_transform", "resize_and_crop", "normalise", "denormalise", "apply_transform",
+__all__ = ["Geometry", "EvalTransform", "IMAGENET_MEAN", "IMAGENET_STD", "eval_transform", "compute_geometry", "resize_and_crop", "normalise", "denormalise", "apply_transform",
            "MODES"]
