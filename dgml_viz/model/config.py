@@ -15,13 +15,16 @@ class ModelConfig:
     ``dim // K`` dimensions (DESIGN.md: 512 // 3 = 170).
     """
 
-    backbone: str = "resnet50"
-    head: str = "attentive"
-    groups: int = 3
-    dim: int = 512
-    reduction: int = 8
-    freeze_bn: bool = False
-    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    backbone: str = field(default="resnet50", metadata={"doc": "backbone registry name (resnet50, googlenet, "
+                                                                "small_cnn, timm:<name>, ...)"})
+    head: str = field(default="attentive", metadata={"doc": "grouping head (attentive or a baseline: gap, "
+                                                             "multi_linear, gate, channel, ...)"})
+    groups: int = field(default=3, metadata={"doc": "number of groups K"})
+    dim: int = field(default=512, metadata={"doc": "full embedding size; each group gets dim // K"})
+    reduction: int = field(default=8, metadata={"doc": "key width = backbone channels // reduction (r)"})
+    freeze_bn: bool = field(default=False, metadata={"doc": "keep the backbone's BatchNorm layers in eval mode"})
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict, metadata={
+        "doc": "extra backbone arguments (free-form plain values, e.g. small_cnn width)"})
 
     def __post_init__(self) -> None:
         from dgml_viz.validation import check_model_fields

@@ -7,29 +7,11 @@ not in the schema raises a one-line :class:`ConfigError` naming it, except
 inside the free-form ``data.kwargs`` (extra dataset arguments) and
 ``model.backbone_kwargs``.
 
-Schema (defaults = the CUB-200-2011 reference recipe)::
-
-    model:  backbone, head, groups, dim, reduction, pretrained, freeze_bn, backbone_kwargs
-    data:   name, root, train_split, test_split, gallery_split (In-Shop: query/gallery),
-            size, resize, mode (center_crop|full), mean, std, crop_scale, flip, kwargs
-    train:  epochs, batch_classes (n), batch_per_class (m), lr, lr_backbone (null = lr),
-            lr_query (null = lr), layer_decay (null = off; backbones that declare layer_ids, e.g. timm ViTs:
-            lr of depth i = lr_backbone * layer_decay ** (depths - 1 - i)),
-            weight_decay {backbone, keyval, query}, lr_steps, gamma, beta_lr,
-            loss (margin|multi_similarity), margin, beta_init, cutoff, nonzero_loss_cutoff,
-            ms_alpha, ms_beta, ms_base, ms_epsilon, lambda_div, div_alpha, div_beta, div_c,
-            lambda_div_early (null = lambda_div throughout; else the diversity weight before
-            attention_start_epoch, ramping to lambda_div with the attention terms),
-            lambda_ent (attention-entropy weight, 0 = off), attention_start_epoch (attention terms off
-            before it), attention_warmup_epochs (linear ramp of the attention terms after it),
-            lambda_overlap (attention-overlap weight, 0 = off), overlap_radius (cells),
-            lambda_spread (attention spatial-variance weight, 0 = off),
-            metric_on (groups = one metric loss per group, DESIGN.md | concat = one on the retrieval embedding),
-            eval_every, seed, num_workers, amp, channels_last, compile, deterministic,
-            max_steps, steps_per_epoch, time_budget_s, device (auto|cpu|cuda|cuda:N),
-            progress, checkpoint_metric, tensorboard (TensorBoard logs in run_dir/tb + probe attention timeline)
-    eval:   ks, nmi, batch_size, chunk
-    output: dir
+The schema is :mod:`dgml_viz.train.schema`: one frozen dataclass per section (``model``, ``data``,
+``train``, ``eval``, ``output``) whose fields give each key's type, default (the CUB-200-2011
+reference recipe) and meaning, and check its values; :data:`DEFAULTS` is derived from it. Callers
+get the plain nested dict (saved as ``config.yaml`` beside every run); :func:`recipe_from_dict`
+gives the typed :class:`~dgml_viz.train.schema.Recipe`.
 """
 from __future__ import annotations
 
@@ -41,35 +23,17 @@ from typing import Any, Iterable
 
 import yaml
 
-from dgml_viz.errors import ConfigError
-
 from dgml_viz.data.transforms import IMAGENET_MEAN as _MEAN, IMAGENET_STD as _STD
+from dgml_viz.errors import ConfigError
+from dgml_viz.train import schema
+from dgml_viz.validation import meta_model
 
 IMAGENET_MEAN = list(_MEAN)
 IMAGENET_STD = list(_STD)
 
-DEFAULTS: dict[str, Any] = {
-    "model": {"backbone": "resnet50", "head": "attentive", "groups": 3, "dim": 512, "reduction": 8,
-              "pretrained": True, "freeze_bn": True, "backbone_kwargs": {}},
-    "data": {"name": "cub200", "root": None, "train_split": "train", "test_split": "test",
-             "gallery_split": None, "size": 224, "resize": 256, "mode": "center_crop",
-             "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "crop_scale": [0.08, 1.0], "flip": True, "kwargs": {}},
-    "train": {"epochs": 100, "batch_classes": 56, "batch_per_class": 2, "lr": 1e-5, "lr_backbone": None,
-              "weight_decay": {"backbone": 0.003, "keyval": 0.003, "query": 0.001},
-              "lr_steps": [55], "gamma": 0.3, "beta_lr": 5e-5,
-              "loss": "margin", "margin": 0.2, "beta_init": 1.2, "cutoff": 0.5, "nonzero_loss_cutoff": 1.4,
-              "ms_alpha": 2.0, "ms_beta": 50.0, "ms_base": 0.5, "ms_epsilon": 0.1,
-              "lambda_div": 0.02, "lambda_div_early": None, "div_alpha": 2.0, "div_beta": 0.5, "div_c": 25.0,
-              "lambda_ent": 0.0, "attention_warmup_epochs": 0, "attention_start_epoch": 0, "lambda_overlap": 0.0, "overlap_radius": 0, "lr_query": None,
-              "layer_decay": None,
-              "metric_on": "groups", "lambda_spread": 0.0,
-              "eval_every": 1, "seed": 0, "num_workers": 4, "amp": True, "channels_last": True,
-              "compile": False, "deterministic": False, "max_steps": None, "steps_per_epoch": None,
-              "time_budget_s": None, "device": "auto", "progress": True, "checkpoint_metric": "recall@1",
-              "tensorboard": True},
-    "eval": {"ks": [1, 2, 4, 8], "nmi": True, "batch_size": 128, "chunk": 2048},
-    "output": {"dir": "runs"},
-}
+#: the default recipe as a plain nested dict, derived from the schema's dataclasses (not written twice)
+DEFAULTS: dict[str, Any] = schema.defaults()
+
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads ``1e-5`` (no dot, YAML 1.2 style) as a float, not a string."""
@@ -87,7 +51,7 @@ def _yaml_load(text: str) -> Any:
 
 
 #: dict-valued keys whose contents are free-form (not checked against the schema)
-FREE_FORM = {"data.kwargs", "model.backbone_kwargs"}
+FREE_FORM = schema.free_form_keys()
 
 
 def recipes_dir() -> Path:
@@ -193,120 +157,26 @@ def apply_overrides(config: dict[str, Any], overrides: Iterable[str | tuple[str,
     return config
 
 
-_CHOICES = {
-    ("train", "loss"): ("margin", "multi_similarity"),
-    ("data", "mode"): ("center_crop", "full"),
-    ("train", "metric_on"): ("groups", "concat"),
-}
-_POSITIVE_INTS = [("train", "epochs"), ("train", "batch_classes"), ("train", "batch_per_class"),
-                  ("train", "eval_every"), ("eval", "batch_size"), ("eval", "chunk")]
-_OPTIONAL_POSITIVE_INTS = [("train", "max_steps"), ("train", "steps_per_epoch")]
-_NON_NEGATIVE_INTS = [("train", "attention_warmup_epochs"), ("train", "attention_start_epoch"),
-                      ("train", "overlap_radius"), ("train", "seed"), ("train", "num_workers")]
-#: learning rates: > 0 (a zero or negative rate trains nothing or diverges)
-_RATES = [("train", "lr"), ("train", "beta_lr")]
-_OPTIONAL_RATES = [("train", "lr_backbone"), ("train", "lr_query"), ("train", "time_budget_s"),
-                   ("train", "layer_decay"), ("train", "lambda_div_early")]
-_NON_NEGATIVE = [("train", k) for k in ("lambda_div", "lambda_ent", "lambda_overlap", "lambda_spread", "margin",
-                                        "beta_init", "cutoff", "nonzero_loss_cutoff", "ms_alpha", "ms_beta",
-                                        "ms_base", "ms_epsilon", "div_alpha", "div_beta", "div_c")]
-_BOOLS = [("model", "pretrained"), ("model", "freeze_bn"), ("data", "flip"), ("train", "amp"),
-          ("train", "channels_last"), ("train", "compile"), ("train", "deterministic"), ("train", "progress"),
-          ("train", "tensorboard"),
-          ("eval", "nmi")]
-
-
 def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
-    """Check every value's type and range and the model it describes; one-line
-    :class:`ConfigError` naming the key. Runs before any work (nothing is built or allocated).
+    """Check every value's type and range (through the schema's fields) and the model it describes;
+    one-line :class:`ConfigError` naming the key. Runs before any work (nothing is built or allocated).
     Whether ``train.device`` exists is checked when training starts (the config may be read
     on another machine, e.g. by ``evaluate``)."""
-    try:
-        _validate(config)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+    _typed(config, source)
     return config
 
 
-def _validate(config: dict[str, Any]) -> None:
-    from dgml_viz.validation import check_bool, check_int, check_number, check_str
-
-    for (sec, key), allowed in _CHOICES.items():
-        if config[sec][key] not in allowed:
-            raise ConfigError(f"{sec}.{key}={config[sec][key]!r}; choose one of {', '.join(allowed)}")
-    for sec, key in _POSITIVE_INTS:
-        check_int(config[sec][key], f"{sec}.{key}", 1)
-    for sec, key in _OPTIONAL_POSITIVE_INTS:
-        if config[sec][key] is not None:
-            check_int(config[sec][key], f"{sec}.{key} (or null)", 1)
-    for sec, key in _NON_NEGATIVE_INTS:
-        check_int(config[sec][key], f"{sec}.{key}", 0)
-    for sec, key in _RATES:
-        check_number(config[sec][key], f"{sec}.{key}", positive=True)
-    for sec, key in _OPTIONAL_RATES:
-        if config[sec][key] is not None:
-            check_number(config[sec][key], f"{sec}.{key} (or null)", positive=True)
-    for sec, key in _NON_NEGATIVE:
-        check_number(config[sec][key], f"{sec}.{key}", lo=0)
-    for sec, key in _BOOLS:
-        check_bool(config[sec][key], f"{sec}.{key}")
-    ks = config["eval"]["ks"]
-    if not isinstance(ks, list) or not ks:
-        raise ConfigError("eval.ks must be a non-empty list of positive integers")
-    for k in ks:
-        check_int(k, "eval.ks[]", 1)
-    _validate_train(config["train"])
-    _validate_data(config["data"])
-    check_str(config["output"]["dir"], "output.dir")
-    _validate_model(config["model"])
-
-
-def _validate_train(t: dict[str, Any]) -> None:
-    from dgml_viz.validation import check_int, check_number, check_str
-
-    check_number(t["gamma"], "train.gamma", positive=True)
-    if not isinstance(t["weight_decay"], dict) or set(t["weight_decay"]) != {"backbone", "keyval", "query"}:
-        raise ConfigError("train.weight_decay must map backbone, keyval and query to numbers")
-    for key, value in t["weight_decay"].items():
-        check_number(value, f"train.weight_decay.{key}", lo=0)
-    if not isinstance(t["lr_steps"], list):
-        raise ConfigError("train.lr_steps must be a list of epochs")
-    for step in t["lr_steps"]:
-        check_int(step, "train.lr_steps[]", 1)
-    check_str(t["checkpoint_metric"], "train.checkpoint_metric")
-    if not isinstance(t["device"], str):
-        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {t['device']!r}")
-
-
-def _validate_data(d: dict[str, Any]) -> None:
-    from dgml_viz.validation import check_number, check_str, check_transform
-
-    check_str(d["name"], "data.name")
-    if d["root"] is not None:
-        check_str(d["root"], "data.root (or null)")
-    check_transform({k: d[k] for k in ("size", "resize", "mean", "std", "mode")}, "data")
-    scale = d["crop_scale"]
-    if not (isinstance(scale, list) and len(scale) == 2):
-        raise ConfigError(f"data.crop_scale must be [min, max], got {scale!r}")
-    lo = check_number(scale[0], "data.crop_scale[0]", positive=True, hi=1)
-    check_number(scale[1], "data.crop_scale[1]", lo=lo, hi=1)
-
-
-def _validate_model(model: dict[str, Any]) -> None:
-    """The model section describes a buildable, bounded model (built on the meta device only)."""
-    from dgml_viz.model.config import ModelConfig
-    from dgml_viz.validation import meta_model
-
-    m = dict(model)
-    m.pop("pretrained")
+def _typed(config: dict[str, Any], source: str) -> schema.Recipe:
+    """The checked :class:`Recipe` of a resolved config; the model is built on the meta device only."""
     try:
-        model_config = ModelConfig(**m)
+        recipe = schema.build(schema.Recipe, config)
+        try:
+            meta_model(recipe.model.model_config())
+        except ConfigError as exc:
+            raise ConfigError(f"model: {exc}") from None
     except ConfigError as exc:
-        raise ConfigError(f"model.{exc}") from None
-    try:
-        meta_model(model_config)
-    except ConfigError as exc:
-        raise ConfigError(f"model: {exc}") from None
+        raise ConfigError(f"{source}: {exc}") from None
+    return recipe
 
 
 def load_config(name_or_path: str | Path | None = None,
@@ -322,11 +192,25 @@ def load_config(name_or_path: str | Path | None = None,
     return validate(config, source)
 
 
-def config_from_dict(data: dict[str, Any]) -> dict[str, Any]:
-    """Resolve a (possibly partial) config dict against the defaults, validated."""
+def _on_defaults(data: dict[str, Any]) -> dict[str, Any]:
     config = copy.deepcopy(DEFAULTS)
     _merge(config, data, "config")
-    return validate(config)
+    return config
+
+
+def config_from_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """Resolve a (possibly partial) config dict against the defaults, validated."""
+    return validate(_on_defaults(data))
+
+
+def recipe_from_dict(data: dict[str, Any]) -> schema.Recipe:
+    """The typed view of :func:`config_from_dict`: ``asdict(recipe_from_dict(d)) == config_from_dict(d)``.
+
+    Example:
+        >>> recipe_from_dict({"train": {"epochs": 2}}).train.epochs
+        2
+    """
+    return _typed(_on_defaults(data), "config")
 
 
 def dump_config(config: dict[str, Any]) -> str:
@@ -334,5 +218,5 @@ def dump_config(config: dict[str, Any]) -> str:
     return yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
 
 
-__all__ = ["DEFAULTS", "load_config", "config_from_dict", "apply_overrides", "parse_override", "validate",
-           "dump_config", "list_recipes", "resolve_recipe", "recipes_dir"]
+__all__ = ["DEFAULTS", "load_config", "config_from_dict", "recipe_from_dict", "apply_overrides", "parse_override",
+           "validate", "dump_config", "list_recipes", "resolve_recipe", "recipes_dir"]
