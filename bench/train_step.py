@@ -26,6 +26,7 @@ from torch import nn
 
 from dgml_viz.model import create_model
 from dgml_viz.train.losses import GroupedMetricLoss
+from dgml_viz.train.terms import DiversityTerm
 
 
 class ReferenceNet(nn.Module):
@@ -85,7 +86,7 @@ def main() -> None:
     ours_model = create_model("resnet50", groups=args.groups, dim=512, freeze_bn=True).to(device)
     ref = ReferenceNet(create_model("resnet50", groups=args.groups, dim=512, freeze_bn=True).backbone,
                        args.groups).to(device)
-    ref_loss = GroupedMetricLoss(args.groups, classes, lambda_div=0.02).to(device)
+    ref_loss = GroupedMetricLoss(args.groups, classes, terms=[DiversityTerm(0.02)]).to(device)
     ref_opt = torch.optim.Adam(list(ref.parameters()) + list(ref_loss.parameters()), lr=1e-5)
     ref_params = [p for p in ref.parameters() if p.requires_grad]
 
@@ -101,7 +102,7 @@ def main() -> None:
     # --- ours
     cuda = device.type == "cuda"
     model = ours_model.train()
-    loss_fn = GroupedMetricLoss(args.groups, classes, lambda_div=0.02).to(device)
+    loss_fn = GroupedMetricLoss(args.groups, classes, terms=[DiversityTerm(0.02)]).to(device)
     opt = torch.optim.Adam(list(model.parameters()) + list(loss_fn.parameters()), lr=1e-5)
     x = images
     if cuda:

@@ -27,6 +27,7 @@ from train_step import run_interleaved as median_times  # one interleaved timer 
 
 from dgml_viz.model import create_model
 from dgml_viz.train.losses import GroupedMetricLoss
+from dgml_viz.train.terms import DiversityTerm
 
 
 def main() -> None:
@@ -44,7 +45,7 @@ def main() -> None:
     model = create_model(args.backbone, groups=3, dim=512, head="attentive").to(device).train()
     num_classes = max(1, args.batch // 2)
     labels = torch.arange(num_classes, device=device).repeat_interleave(2)[: args.batch]
-    loss_fn = GroupedMetricLoss(3, num_classes, "margin", lambda_div=0.02).to(device)
+    loss_fn = GroupedMetricLoss(3, num_classes, terms=[DiversityTerm(0.02)]).to(device)
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     opt_full = torch.optim.Adam([*model.parameters(), *loss_fn.parameters()], lr=1e-5)
     opt_head = torch.optim.Adam([*model.head.parameters(), *loss_fn.parameters()], lr=1e-5)

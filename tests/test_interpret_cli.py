@@ -23,7 +23,7 @@ def _train_tiny(path: Path, head: str = "attentive", steps: int = 6) -> Path:
     from dgml_viz.data.synthetic import SyntheticParts, synthetic_transform
     from dgml_viz.model import create_model
     from dgml_viz.model.checkpoint import save_checkpoint
-    from dgml_viz.train.losses import diversity_loss
+    from dgml_viz.train.terms import diversity_loss
 
     torch.manual_seed(0)
     ds = SyntheticParts("train", image_size=48, samples_per_class=4)

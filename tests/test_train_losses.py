@@ -11,7 +11,9 @@ from pytorch_metric_learning import losses as pml_losses
 from dgml_viz.model import create_model
 from dgml_viz.train.config import load_config
 from dgml_viz.train.loop import build_param_groups
-from dgml_viz.train.losses import GroupedMetricLoss, diversity_loss
+from dgml_viz.train.losses import GroupedMetricLoss, MetricSpec
+from dgml_viz.train.terms import (STANDARD_TERMS, DiversityTerm, EntropyTerm, OverlapTerm, SpreadTerm,
+                                  WeightSchedule, diversity_loss)
 
 
 def diversity_loop(groups: torch.Tensor, alpha: float, beta: float, c: float) -> torch.Tensor:
@@ -49,7 +51,7 @@ def test_grouped_margin_loss_is_mean_of_per_group_pml_losses() -> None:
     torch.manual_seed(0)
     groups = F.normalize(torch.randn(16, 3, 8), dim=-1)
     labels = torch.arange(4).repeat_interleave(4)
-    loss = GroupedMetricLoss(3, num_classes=4, lambda_div=0.5)
+    loss = GroupedMetricLoss(3, 4, terms=[DiversityTerm(0.5)])
     for lf in loss.losses:
         assert isinstance(lf, pml_losses.MarginLoss) and lf.beta.shape == (4,)
         assert lf.margin == 0.2 and lf.learn_beta and torch.allclose(lf.beta, torch.full((4,), 1.2))
@@ -68,7 +70,7 @@ def test_concat_option_is_one_pml_loss_on_the_retrieval_embedding() -> None:
     torch.manual_seed(0)
     groups = torch.randn(16, 3, 8) * 3  # unnormalised on purpose: each group is normalised first
     labels = torch.arange(4).repeat_interleave(4)
-    loss = GroupedMetricLoss(3, num_classes=4, lambda_div=0.5, metric_on="concat")
+    loss = GroupedMetricLoss(3, 4, MetricSpec(on="concat"), [DiversityTerm(0.5)])
     assert len(loss.losses) == 1 and loss.losses[0].beta.shape == (4,)
     retrieval = F.normalize(F.normalize(groups, dim=-1).reshape(16, 24), dim=-1)
     torch.manual_seed(1)
@@ -79,11 +81,11 @@ def test_concat_option_is_one_pml_loss_on_the_retrieval_embedding() -> None:
     assert out["metric"].item() == pytest.approx(manual.item(), rel=1e-6)
     assert out["total"].item() == pytest.approx(manual.item() + 0.5 * diversity_loss(groups).item(), rel=1e-6)
     with pytest.raises(Exception, match="metric_on"):
-        GroupedMetricLoss(3, num_classes=4, metric_on="pooled")
+        MetricSpec(on="pooled")
 
 
 def test_multi_similarity_option() -> None:
-    loss = GroupedMetricLoss(2, num_classes=4, kind="multi_similarity")
+    loss = GroupedMetricLoss(2, 4, MetricSpec(kind="multi_similarity"))
     out = loss(F.normalize(torch.randn(8, 2, 6), dim=-1), torch.arange(4).repeat(2))
     assert torch.isfinite(out["total"]) and not list(loss.parameters())
 
@@ -122,14 +124,17 @@ def _grouped_inputs(b: int, k: int, h: int, w: int, classes: int):
     return groups, labels, logits, logits.flatten(2).softmax(-1).view(b, k, h, w)
 
 
+ATTENTION_TERMS = {"lambda_ent": EntropyTerm, "lambda_overlap": OverlapTerm, "lambda_spread": SpreadTerm}
+
+
 def check_attention_term(term: str, option: str, weight: float, ref: float, groups: torch.Tensor,
                          labels: torch.Tensor, logits: torch.Tensor, att: torch.Tensor) -> GroupedMetricLoss:
     """Off by default (not computed); on, the term == ``ref`` and adds ``weight * ref``; gradients reach the logits."""
     classes = int(labels.max()) + 1
     torch.manual_seed(1)  # same miner draws for both
-    base = GroupedMetricLoss(3, num_classes=classes)(groups, labels, att)
+    base = GroupedMetricLoss(3, classes, terms=[ATTENTION_TERMS[option](0.0)])(groups, labels, att)
     assert base[term].item() == 0.0
-    on = GroupedMetricLoss(3, num_classes=classes, **{option: weight})
+    on = GroupedMetricLoss(3, classes, terms=[ATTENTION_TERMS[option](weight)])
     torch.manual_seed(1)
     out = on(groups, labels, att)
     assert out[term].item() == pytest.approx(ref, rel=1e-5)
@@ -173,33 +178,59 @@ def test_query_learning_rate_is_its_own_option() -> None:
     assert lrs["query"] == 0.25 and lrs["keyval"] == cfg["lr"]
 
 
-def test_attention_terms_ramp_linearly_over_the_warmup_epochs() -> None:
-    from dgml_viz.train.loop import attention_weights
+def _weights(cfg: dict, epoch: int) -> dict:
+    """The weight of every term of the loss a recipe with these train keys builds, at ``epoch``."""
+    from dgml_viz.train.config import DEFAULTS
+    from dgml_viz.train.loop import loss_terms
 
-    assert [attention_weights({"lambda_ent": 0.4}, e) for e in range(2)] == [(0.4, 0.0, 0.0), (0.4, 0.0, 0.0)]
+    loss = GroupedMetricLoss(3, 4, terms=loss_terms({**DEFAULTS["train"], "lambda_div": 0.0, **cfg}))
+    return loss.set_epoch(epoch)
+
+
+def _attention(cfg: dict, epoch: int) -> tuple:
+    w = _weights(cfg, epoch)
+    return w["ent"], w["overlap"], w["spread"]
+
+
+def test_attention_terms_ramp_linearly_over_the_warmup_epochs() -> None:
+    assert [_attention({"lambda_ent": 0.4}, e) for e in range(2)] == [(0.4, 0.0, 0.0), (0.4, 0.0, 0.0)]
     cfg = {"lambda_ent": 0.4, "lambda_overlap": 0.8, "lambda_spread": 2.0, "attention_warmup_epochs": 4}
-    got = [attention_weights(cfg, e) for e in range(6)]
+    got = [_attention(cfg, e) for e in range(6)]
     assert [g[0] for g in got] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.4])
     assert [g[1] for g in got] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 0.8])
     assert [g[2] for g in got] == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.0])
-    assert attention_weights({}, 3) == (0.0, 0.0, 0.0)
+    assert _attention({}, 3) == (0.0, 0.0, 0.0)
     late = {"lambda_spread": 2.0, "attention_start_epoch": 3, "attention_warmup_epochs": 2}
-    assert [attention_weights(late, e)[2] for e in range(7)] == pytest.approx([0, 0, 0, 0, 1.0, 2.0, 2.0])
+    assert [_attention(late, e)[2] for e in range(7)] == pytest.approx([0, 0, 0, 0, 1.0, 2.0, 2.0])
     at_once = {"lambda_ent": 0.3, "attention_start_epoch": 2}
-    assert [attention_weights(at_once, e)[0] for e in range(4)] == pytest.approx([0, 0, 0.3, 0.3])  # configs written before the options existed
+    assert [_attention(at_once, e)[0] for e in range(4)] == pytest.approx([0, 0, 0.3, 0.3])
+
+
+def test_weight_schedule_is_the_piecewise_linear_formula() -> None:
+    for weight, start, warm, early in ((2.0, 3, 2, 0.0), (0.5, 0, 4, 0.1), (1.0, 2, 0, 0.25), (0.3, 0, 0, 0.3)):
+        s = WeightSchedule(weight, start, warm, early)
+        for e in range(9):
+            ref = early if e < start else (weight if warm == 0 else early + (weight - early) * min(1, (e - start) / warm))
+            assert s(e) == pytest.approx(ref)
+    term = SpreadTerm(WeightSchedule(2.0, 1, 0))
+    assert term.weight == 0.0 and term.set_epoch(1) == 2.0 and term.weight == 2.0
+    assert DiversityTerm(0.7).set_epoch(99) == 0.7  # a float is a constant schedule
 
 
 def test_diversity_weight_schedule_follows_the_attention_ramp() -> None:
-    from dgml_viz.train.loop import attention_weights, diversity_weight
-
-    assert [diversity_weight({"lambda_div": 0.5}, e) for e in range(3)] == [0.5, 0.5, 0.5]  # off: constant
+    assert [_weights({"lambda_div": 0.5}, e)["div"] for e in range(3)] == [0.5, 0.5, 0.5]  # off: constant
     cfg = {"lambda_div": 0.5, "lambda_div_early": 0.05, "lambda_spread": 1.0, "attention_start_epoch": 3,
            "attention_warmup_epochs": 2}
-    got = [diversity_weight(cfg, e) for e in range(7)]
+    got = [_weights(cfg, e)["div"] for e in range(7)]
     assert got == pytest.approx([0.05, 0.05, 0.05, 0.05, 0.275, 0.5, 0.5])
     # the same phase as the attention terms: weak exactly while they are off, strong once they are on
-    spread = [attention_weights(cfg, e)[2] for e in range(7)]
+    spread = [_attention(cfg, e)[2] for e in range(7)]
     assert all((s == 0) == (d == 0.05) for s, d in zip(spread, got))
+
+
+def test_loss_term_names_are_unique() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        GroupedMetricLoss(3, 4, terms=[OverlapTerm(1.0), OverlapTerm(2.0)])
 
 
 def test_diversity_schedule_is_what_the_trainer_uses(tmp_path) -> None:
@@ -220,7 +251,7 @@ def test_diversity_schedule_is_what_the_trainer_uses(tmp_path) -> None:
     original = loop.GroupedMetricLoss.forward
 
     def spy(self, *a, **k):  # type: ignore[no-untyped-def]
-        seen.append(self.lambda_div)
+        seen.append(self.terms["div"].weight)
         return original(self, *a, **k)
 
     loop.GroupedMetricLoss.forward = spy
@@ -239,12 +270,12 @@ def test_overlap_term_is_pairwise_histogram_intersection() -> None:
             for j in range(i + 1, 3):
                 ref += torch.minimum(att[x, i], att[x, j]).sum().item() / 6
     ref /= 2  # 1 / (K - 1), as the diversity loss
-    loss = GroupedMetricLoss(3, num_classes=3, lambda_overlap=0.3)
+    loss = GroupedMetricLoss(3, 3, terms=[OverlapTerm(0.3)])
     torch.manual_seed(1)
     out = loss(groups, labels, att)
     assert out["overlap"].item() == pytest.approx(ref, rel=1e-5)
     torch.manual_seed(1)
-    base = GroupedMetricLoss(3, num_classes=3)(groups, labels, att)
+    base = GroupedMetricLoss(3, 3)(groups, labels, att)
     assert out["total"].item() == pytest.approx(base["total"].item() + 0.3 * ref, rel=1e-5)
     out["total"].backward()
     assert logits.grad is not None and torch.isfinite(logits.grad).all()
@@ -255,9 +286,9 @@ def test_overlap_radius_counts_neighbouring_cells_as_overlap() -> None:
     att = torch.zeros(1, 2, 5, 5)
     att[0, 0, 2, 1] = 1.0
     att[0, 1, 2, 2] = 1.0  # next cell: disjoint maps
-    plain = GroupedMetricLoss(2, num_classes=1, lambda_overlap=1.0)(groups, torch.zeros(1, dtype=torch.long), att)
+    plain = GroupedMetricLoss(2, 1, terms=[OverlapTerm(1.0)])(groups, torch.zeros(1, dtype=torch.long), att)
     assert plain["overlap"].item() == 0.0
-    wide = GroupedMetricLoss(2, num_classes=1, lambda_overlap=1.0, overlap_radius=1)
+    wide = GroupedMetricLoss(2, 1, terms=[OverlapTerm(1.0, radius=1)])
     out = wide(groups, torch.zeros(1, dtype=torch.long), att)
     # 3x3 box filter: both maps cover the cells of columns 1-2 in rows 1-3 (2 x 3 cells of 1/9 each)
     assert out["overlap"].item() == pytest.approx(6 / 9, rel=1e-6)
@@ -274,8 +305,8 @@ def test_named_terms_compose_the_total_exactly_as_the_weighted_sum() -> None:
     from dgml_viz.train.losses import TERM_NAMES
 
     groups, labels, logits, att = _grouped_inputs(8, 3, 4, 5, classes=4)
-    weights = {"lambda_div": 0.3, "lambda_ent": 0.7, "lambda_overlap": 0.2, "lambda_spread": 1.5}
-    loss = GroupedMetricLoss(3, num_classes=4, **weights)
+    weights = (0.3, 0.7, 0.2, 1.5)
+    loss = GroupedMetricLoss(3, 4, terms=[cls(w) for cls, w in zip(STANDARD_TERMS, weights)])
     torch.manual_seed(1)
     out = loss(groups, labels, att)
     assert list(out) == ["total", *TERM_NAMES] and all(v.dim() == 0 for v in out.values())
@@ -294,6 +325,6 @@ def test_named_terms_compose_the_total_exactly_as_the_weighted_sum() -> None:
     assert out["overlap"].item() == pytest.approx(sum(pairs) / 2, rel=1e-5)
     # weights off: the terms are not computed and read 0
     torch.manual_seed(1)
-    plain = GroupedMetricLoss(3, num_classes=4)(groups, labels, att)
+    plain = GroupedMetricLoss(3, 4, terms=[cls(0.0) for cls in STANDARD_TERMS])(groups, labels, att)
     assert [plain[n].item() for n in TERM_NAMES[1:]] == [0.0] * 4
     assert torch.equal(plain["total"], plain["metric"])

@@ -54,7 +54,8 @@ from dgml_viz.train.distributed import (
     cleanup,
     init_distributed,
 )
-from dgml_viz.train.losses import GroupedMetricLoss
+from dgml_viz.train.losses import GroupedMetricLoss, MetricSpec
+from dgml_viz.train.terms import DiversityTerm, EntropyTerm, LossTerm, OverlapTerm, SpreadTerm, WeightSchedule
 from dgml_viz.utils.atomic import atomic_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -169,56 +170,39 @@ def _layer_decay_groups(backbone: nn.Module, params: list[nn.Parameter], lr: flo
              "weight_decay": weight_decay} for i, ps in sorted(by_depth.items())]
 
 
-def attention_weights(train_cfg: dict[str, Any], epoch: int) -> tuple[float, float, float]:
-    """``(lambda_ent, lambda_overlap, lambda_spread)`` for 0-based ``epoch``.
+def loss_terms(train_cfg: dict[str, Any]) -> list[LossTerm]:
+    """The recipe's regularising terms, each with its weight schedule (:mod:`dgml_viz.train.terms`).
 
-    The terms are off before ``attention_start_epoch`` S, then ramp linearly over
-    ``attention_warmup_epochs`` W: epoch ``e`` gets ``lambda * clip((e - S) / W, 0, 1)``
-    (``W = 0``: full weight from epoch S on). With S = 0 and W > 0 the first epoch
-    trains without the terms, so features and keys form before attention is asked to
-    concentrate and to separate; a later S lets the plain recipe find every part
-    first. A function of the epoch only, so ``--resume`` replays it.
+    The attention terms (``lambda_ent``, ``lambda_overlap``, ``lambda_spread``) are off before
+    ``attention_start_epoch`` S, then ramp linearly over ``attention_warmup_epochs`` W. The
+    diversity term is ``lambda_div`` throughout, or — with ``lambda_div_early`` set — that weaker
+    weight while the attention terms are off, ramping to ``lambda_div`` with them (a weak diversity
+    term lets the plain phase learn every part; the strong one, with the attention terms, then
+    pulls the groups apart). With S = 0 and W > 0 the first epoch trains without the attention
+    terms, so features and keys form before attention is asked to concentrate and to separate.
     """
-    start = int(train_cfg.get("attention_start_epoch", 0) or 0)
-    warm = int(train_cfg.get("attention_warmup_epochs", 0) or 0)
-    if epoch < start:
-        scale = 0.0
-    else:
-        scale = 1.0 if warm <= 0 else min(1.0, (epoch - start) / warm)
-    return tuple(float(train_cfg.get(key, 0.0)) * scale  # type: ignore[return-value]
-                 for key in ("lambda_ent", "lambda_overlap", "lambda_spread"))
+    t = train_cfg
+    start = int(t.get("attention_start_epoch", 0) or 0)
+    warm = int(t.get("attention_warmup_epochs", 0) or 0)
 
+    def ramp(weight: float, early: float = 0.0) -> WeightSchedule:
+        return WeightSchedule(float(weight), start, warm, float(early))
 
-def diversity_weight(train_cfg: dict[str, Any], epoch: int) -> float:
-    """``lambda_div`` for 0-based ``epoch``: ``lambda_div_early`` (when set) before the attention
-    terms start, ramping to ``lambda_div`` with them (same start and warm-up as
-    :func:`attention_weights`); ``lambda_div`` throughout when ``lambda_div_early`` is null.
-
-    A weak diversity term lets the plain phase learn every part on every seed; the strong one,
-    with the attention terms, then pulls the groups apart onto their own parts.
-    """
-    strong = float(train_cfg["lambda_div"])
-    early = train_cfg.get("lambda_div_early")
-    if early is None:
-        return strong
-    start = int(train_cfg.get("attention_start_epoch", 0) or 0)
-    warm = int(train_cfg.get("attention_warmup_epochs", 0) or 0)
-    if epoch < start:
-        return float(early)
-    scale = 1.0 if warm <= 0 else min(1.0, (epoch - start) / warm)
-    return float(early) + (strong - float(early)) * scale
+    early = t.get("lambda_div_early")
+    div = WeightSchedule.constant(t["lambda_div"]) if early is None else ramp(t["lambda_div"], early)
+    return [DiversityTerm(div, alpha=t["div_alpha"], beta=t["div_beta"], c=t["div_c"]),
+            EntropyTerm(ramp(t.get("lambda_ent", 0.0))),
+            OverlapTerm(ramp(t.get("lambda_overlap", 0.0)), radius=int(t.get("overlap_radius", 0))),
+            SpreadTerm(ramp(t.get("lambda_spread", 0.0)))]
 
 
 def build_loss(config: dict[str, Any], num_groups: int, num_classes: int) -> GroupedMetricLoss:
+    """The recipe's loss: :class:`MetricSpec` from ``train.loss`` & co., :func:`loss_terms`."""
     t = config["train"]
-    return GroupedMetricLoss(
-        num_groups, num_classes, t["loss"], margin=t["margin"], beta_init=t["beta_init"], cutoff=t["cutoff"],
-        nonzero_loss_cutoff=t["nonzero_loss_cutoff"], ms_alpha=t["ms_alpha"], ms_beta=t["ms_beta"],
-        ms_base=t["ms_base"], ms_epsilon=t["ms_epsilon"], lambda_div=t["lambda_div"], div_alpha=t["div_alpha"],
-        div_beta=t["div_beta"], div_c=t["div_c"],
-        lambda_ent=t.get("lambda_ent", 0.0), lambda_overlap=t.get("lambda_overlap", 0.0),
-        overlap_radius=t.get("overlap_radius", 0), metric_on=t.get("metric_on", "groups"),
-        lambda_spread=t.get("lambda_spread", 0.0))
+    metric = MetricSpec(kind=t["loss"], margin=t["margin"], beta_init=t["beta_init"], cutoff=t["cutoff"],
+                        nonzero_loss_cutoff=t["nonzero_loss_cutoff"], ms_alpha=t["ms_alpha"], ms_beta=t["ms_beta"],
+                        ms_base=t["ms_base"], ms_epsilon=t["ms_epsilon"], on=t.get("metric_on", "groups"))
+    return GroupedMetricLoss(num_groups, num_classes, metric, loss_terms(t))
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:
@@ -431,8 +415,7 @@ class _Trainer:
     def train_epoch(self, deadline: float | None) -> tuple[dict[str, float], bool]:
         t = self.cfg["train"]
         self.sampler.set_epoch(self.epoch)
-        self.loss.lambda_ent, self.loss.lambda_overlap, self.loss.lambda_spread = attention_weights(t, self.epoch)
-        self.loss.lambda_div = diversity_weight(t, self.epoch)
+        self.loss.set_epoch(self.epoch)
         _seed_everything(t["seed"], self.epoch, self.info.rank)
         self.net.train()
         sums: dict[str, Tensor] = {}  # term name -> float64 running sum, whatever terms the loss returns
