@@ -22,7 +22,8 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import functools
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -101,9 +102,8 @@ class Geometry:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (inverse: :meth:`from_dict`)."""
-        d = asdict(self)
-        d["original"], d["resized"], d["crop"] = list(self.original), list(self.resized), list(self.crop)
-        return d
+        return {"original": list(self.original), "resized": list(self.resized), "crop": list(self.crop),
+                "size": self.size, "mode": self.mode, "flipped": self.flipped}  # dataclasses.asdict's order, 10x faster
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Geometry":
@@ -141,10 +141,14 @@ INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest
 
 
 def resize_and_crop(image: np.ndarray, geometry: Geometry, interpolation: str = "bilinear") -> np.ndarray:
-    """Apply ``geometry`` to ``uint8 [H, W, 3]``: PIL resize (antialiased ``interpolation``), crop/pad -> ``[S, S, 3]``."""
+    """Apply ``geometry`` to ``uint8 [H, W, 3]``: PIL resize (antialiased ``interpolation``), crop/pad -> ``[S, S, 3]``.
+
+    An image that already is the ``S x S`` window (no resize, no crop) is returned as it is (a view, not a copy)."""
     w, h = geometry.original
     if image.shape[:2] != (h, w):
         raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, geometry expects {w}x{h}")
+    if geometry.resized == (w, h) and geometry.crop == (0, 0) and geometry.size == w == h:
+        return image
     pil = Image.fromarray(image)
     if geometry.resized != (w, h):
         pil = pil.resize(geometry.resized, INTERPOLATIONS[interpolation])
@@ -160,12 +164,29 @@ def normalise(crop: np.ndarray, mean: Any, std: Any, channel_order: str = "RGB")
     ``channel_order="BGR"`` reverses the channels first (mean/std are then in B, G, R order),
     for networks trained on OpenCV-style input such as the reference's BN-Inception.
     """
+    import cv2
+
+    if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
+        raise ValueError(f"expected uint8 [S, S, 3], got {crop.dtype} {crop.shape}")
+    lut = _normalise_lut(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+    planes = cv2.split(np.ascontiguousarray(crop))
     if channel_order == "BGR":
-        crop = crop[:, :, ::-1]
+        planes = planes[::-1]
+    out = np.empty((3, *crop.shape[:2]), np.float32)
+    for c in range(3):  # one table look-up per pixel: the same float32 values as computing them
+        cv2.LUT(planes[c], lut[c], dst=out[c])
+    return torch.from_numpy(out)
+
+
+@functools.lru_cache(maxsize=16)
+def _normalise_lut(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """``float32 [3, 256]``: ``(v - 255 mean) / (255 std)`` for every byte ``v``, computed in float32 exactly
+    as :func:`normalise` defines it (``uint8 -> float32``, subtract, divide), read-only."""
     m = np.asarray(mean, dtype=np.float32) * 255.0
     sd = np.asarray(std, dtype=np.float32) * 255.0
-    arr = (crop.astype(np.float32) - m) / sd
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    lut = (np.arange(256, dtype=np.float32)[None, :] - m[:, None]) / sd[:, None]
+    lut.setflags(write=False)
+    return lut
 
 
 def denormalise(x: Tensor, transform: Mapping[str, Any]) -> np.ndarray:
