@@ -126,7 +126,8 @@ def test_thread_plan_keeps_the_faster_setting(monkeypatch: pytest.MonkeyPatch) -
 def test_process_restores_torch_threads(tmp_path: Path, ckpt: Path) -> None:
     import torch
 
-    from dgml_viz.commands.heatmaps import Source, process
+    from dgml_viz.commands.heatmaps import process
+    from dgml_viz.data.discovery import Source
     from dgml_viz.model.checkpoint import load_checkpoint
 
     names = _folder(tmp_path / "imgs")

@@ -14,7 +14,7 @@ from PIL import Image
 from skimage import data
 
 from dgml_viz.cli import main
-from dgml_viz.commands.heatmaps import collect_sources, shard_of
+from dgml_viz.data.discovery import collect_sources, shard_of
 from dgml_viz.data import images as images_mod
 from dgml_viz.model import create_model
 from dgml_viz.model.checkpoint import save_checkpoint

@@ -122,9 +122,10 @@ def _upsampled(maps: Tensor, geometry: Geometry, size: tuple[int, int], options:
         values["absolute"] = upsample(normalize_grid(maps, "absolute"))
     if affine:
         raw = upsample(maps)
-        for m in affine:
+        for i, m in enumerate(affine):
             lo, gain = grid_affine_tensor(maps, m)
-            values[m] = ((raw - lo) * gain).clamp_(0.0, 1.0)
+            v = raw if i == len(affine) - 1 else raw.clone()  # the last normalisation reuses the buffer
+            values[m] = v.sub_(lo).mul_(gain).clamp_(0.0, 1.0)
     if options.interpolation == "bicubic":
         for v in values.values():
             v.clamp_(0.0, 1.0)
@@ -175,11 +176,10 @@ def _panels_opencv(bases: list[np.ndarray], values: dict[str, Tensor], valid_np:
     overlays = composites = None
     if groups:
         lut = np.ascontiguousarray(colormap_lut(options.cmap)[:, None, :])
-        sel = values[options.norm][:, groups].transpose(0, 1).cpu().numpy()  # [G, n, H, W]
-        idx = to_index(sel)
+        norm = values[options.norm].cpu().numpy()  # [n, K, H, W]
         overlays = np.empty((len(groups), n * h, w, 3), np.uint8)
-        for j in range(len(groups)):  # G calls over the whole batch
-            heat = cv2.applyColorMap(idx[j].reshape(n * h, w), lut)
+        for j, g in enumerate(groups):  # G calls over the whole batch
+            heat = cv2.applyColorMap(to_index(norm[:, g]).reshape(n * h, w), lut)  # [n, H, W] indices: no copy
             cv2.addWeighted(tall, 1.0 - options.alpha, heat, options.alpha, 0.0, dst=overlays[j])
             if mask is not None:
                 cv2.copyTo(background, mask, overlays[j])
@@ -188,13 +188,16 @@ def _panels_opencv(bases: list[np.ndarray], values: dict[str, Tensor], valid_np:
         shared, per_map = values["shared"].cpu().numpy(), values["per_map"].cpu().numpy()
         k = shared.shape[1]
         win = np.zeros((n, h, w), np.uint8)
-        best, top = shared[:, 0].copy(), per_map[:, 0].copy()
+        best, top, better = shared[:, 0].copy(), per_map[:, 0].copy(), np.empty((n, h, w), bool)
         for g in range(1, k):  # K passes over contiguous planes, first group wins ties (dominant_group)
-            better = shared[:, g] > best
+            np.greater(shared[:, g], best, out=better)
             np.copyto(win, np.uint8(g), where=better)
             np.copyto(top, per_map[:, g], where=better)  # the winner's own strength
             np.maximum(best, shared[:, g], out=best)
-        wgt = np.fmin(np.fmax(top, np.float32(0.0)), np.float32(1.0)) * np.float32(min(1.0, options.alpha + 0.2))
+        np.fmax(top, np.float32(0.0), out=top)  # the blend weight, in place: clip to [0, 1], times the opacity
+        np.fmin(top, np.float32(1.0), out=top)
+        top *= np.float32(min(1.0, options.alpha + 0.2))
+        wgt = top
         glut = np.zeros((256, 1, 3), np.uint8)
         glut[:k, 0] = group_colors(k)
         coloured = cv2.applyColorMap(win.reshape(n * h, w), glut)
@@ -262,29 +265,56 @@ def render_batch(
         ``B`` dicts ``{"group{k}": uint8 [H, W, 3], ..., "composite": ...}``, in input order. The arrays
         may be views of one batch buffer: copy before writing into them.
     """
+    _check_options(options)
+    mt, dev, backend = _maps_tensor(maps, device, backend)
+    b, k = mt.shape[:2]
+    if len(images) != b or len(geometries) != b:
+        raise ValueError(f"{len(images)} images and {len(geometries)} geometries for {b} maps")
+    groups = list(range(k)) if groups is None else [int(g) for g in groups]
+    if any(g < 0 or g >= k for g in groups):
+        raise ValueError(f"groups {groups} out of range for K={k}")
+    if options.composite and k > 256:
+        raise ValueError(f"at most 256 groups, got {k}")
+    bases, buckets = _bases_by_geometry(images, geometries, options)
+    grid_np = mt.cpu().numpy() if options.contour and groups else None
+    out: list[dict[str, np.ndarray] | None] = [None] * b
+    for (geo, size), members in buckets.items():
+        sub = mt if len(members) == b else mt.index_select(0, torch.as_tensor(members, device=dev))
+        rendered = _render_group([bases[i] for i in members], sub,
+                                 [grid_np[i] for i in members] if grid_np is not None else [],
+                                 geo, size, groups, options, dev, backend)
+        for i, panels in zip(members, rendered):
+            out[i] = panels
+    return out  # type: ignore[return-value]
+
+
+def _check_options(options: RenderOptions) -> None:
     if options.interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {options.interpolation!r}")
     if options.norm not in NORMS:
         raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {options.norm!r}")
     if not 0.0 <= options.alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {options.alpha}")
-    mt = maps if isinstance(maps, Tensor) else torch.tensor(np.asarray(maps), dtype=torch.float32)  # a copy
+
+
+def _maps_tensor(maps: np.ndarray | Tensor, device: torch.device | str | None,
+                 backend: str | None) -> tuple[Tensor, torch.device, str]:
+    """``(float32 [B, K, h, w] maps on the work device, that device, the backend)``; numpy maps are wrapped,
+    not copied (nothing below writes into them)."""
+    mt = maps if isinstance(maps, Tensor) else torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))
     if mt.ndim != 4:
         raise ValueError(f"maps must be [B, K, h, w], got shape {tuple(mt.shape)}")
-    b, k = mt.shape[:2]
-    if len(images) != b or len(geometries) != b:
-        raise ValueError(f"{len(images)} images and {len(geometries)} geometries for {b} maps")
     dev = torch.device(device) if device is not None else mt.device
     backend = backend or ("opencv" if dev.type == "cpu" else "torch")
     if backend not in BACKENDS or (backend == "opencv" and dev.type != "cpu"):
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)} (opencv on the CPU only), got {backend!r}")
-    mt = mt.detach().to(dev, torch.float32)
-    groups = list(range(k)) if groups is None else [int(g) for g in groups]
-    if any(g < 0 or g >= k for g in groups):
-        raise ValueError(f"groups {groups} out of range for K={k}")
-    if options.composite and k > 256:
-        raise ValueError(f"at most 256 groups, got {k}")
+    return mt.detach().to(dev, torch.float32), dev, backend
 
+
+def _bases_by_geometry(images: Sequence[np.ndarray], geometries: Sequence[Geometry], options: RenderOptions,
+                       ) -> tuple[list[np.ndarray], dict[tuple[Geometry, tuple[int, int]], list[int]]]:
+    """Each image at its render size (shrunk when given at its original size) and the indices of the images
+    sharing a ``(geometry, render size)``, in input order."""
     buckets: dict[tuple[Geometry, tuple[int, int]], list[int]] = defaultdict(list)
     bases: list[np.ndarray] = []
     for i, (image, geo) in enumerate(zip(images, geometries)):
@@ -297,18 +327,7 @@ def render_batch(
             raise ValueError(f"image {i} is {have[0]}x{have[1]}, expected the original {geo.original} or {size}")
         bases.append(image if have == size else cv2.resize(image, size, interpolation=cv2.INTER_AREA))
         buckets[(geo, size)].append(i)
-
-    need_grid = bool(options.contour) and bool(groups)
-    grid_np = (mt.cpu().numpy() if need_grid else None)
-    out: list[dict[str, np.ndarray] | None] = [None] * b
-    for (geo, size), members in buckets.items():
-        sel = torch.as_tensor(members, device=dev)
-        rendered = _render_group([bases[i] for i in members], mt.index_select(0, sel),
-                                 [grid_np[i] for i in members] if grid_np is not None else [],
-                                 geo, size, groups, options, dev, backend)
-        for i, panels in zip(members, rendered):
-            out[i] = panels
-    return out  # type: ignore[return-value]
+    return bases, buckets
 
 
 __all__ = ["render_batch", "normalize_grid", "grid_affine_tensor", "lut_index", "BACKENDS"]

@@ -142,17 +142,29 @@ _names = random.Random()  # 8 hex digits: a subset of tempfile's alphabet, so na
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
-def _create_temp(target: Path) -> tuple[int, Path]:
-    """Create (``O_EXCL``) the temp file of ``target`` with mode ``0o666`` (the umask applies, as for a
-    plain ``open()``); returns ``(fd, path)``. One ``open`` syscall: no ``chmod``, no reopen."""
-    suffix = temp_suffix(target.name)
+def _create_temp(folder: str, name: str) -> tuple[int, str]:
+    """Create (``O_EXCL``) the temp file of ``folder/name`` with mode ``0o666`` (the umask applies, as for a
+    plain ``open()``); returns ``(fd, path)``. One ``open`` syscall: no ``chmod``, no reopen; plain strings
+    (no :class:`~pathlib.Path` objects per file)."""
+    suffix = temp_suffix(name)
     for _ in range(100):
-        tmp = target.parent / f".{target.name}.{_names.getrandbits(32):08x}{suffix}"
+        tmp = os.path.join(folder, f".{name}.{_names.getrandbits(32):08x}{suffix}")
         try:
             return os.open(tmp, _OPEN_FLAGS, 0o666), tmp
         except FileExistsError:
             continue
-    raise FileExistsError(f"{target}: no free temporary file name")
+    raise FileExistsError(f"{os.path.join(folder, name)}: no free temporary file name")
+
+
+def _make_dir(folder: str) -> None:
+    """``mkdir -p``: one syscall when the parent exists (``os.makedirs`` would ``stat`` it first)."""
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        if not os.path.isdir(folder):
+            raise
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
 
 
 def _load_syncfs() -> object | None:
@@ -170,7 +182,7 @@ def _load_syncfs() -> object | None:
 _SYNCFS = _load_syncfs()
 
 
-def _syncfs(path: Path) -> bool:
+def _syncfs(path: str | os.PathLike[str]) -> bool:
     """``syncfs(2)`` on the file system holding ``path`` (the GIL is released while it runs);
     False where it is unavailable or fails (the caller then fsyncs file by file)."""
     if _SYNCFS is None:
@@ -203,22 +215,23 @@ class AtomicBatch:
 
     def __init__(self, durable: bool = True) -> None:
         self.durable = durable
-        self._staged: list[tuple[Path, Path]] = []  # (temp, target)
-        self._dirs: set[Path] = set()
+        self._staged: list[tuple[str, str]] = []  # (temp, target)
+        self._dirs: set[str] = set()
         self._synced = False
 
     @property
     def targets(self) -> list[Path]:
         """The final paths written so far (in order)."""
-        return [t for _, t in self._staged]
+        return [Path(t) for _, t in self._staged]
 
     def write(self, path: str | os.PathLike[str], data: bytes) -> None:
         """Write ``data`` to a temp file next to ``path`` (created with its folders); no flush, no rename."""
-        target = Path(path)
-        if target.parent not in self._dirs:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._dirs.add(target.parent)
-        fd, tmp = _create_temp(target)
+        folder, name = os.path.split(os.fspath(path))
+        folder = folder or "."
+        if folder not in self._dirs:
+            _make_dir(folder)
+            self._dirs.add(folder)
+        fd, tmp = _create_temp(folder, name)
         try:
             view = memoryview(data)
             while view:
@@ -226,10 +239,10 @@ class AtomicBatch:
         except BaseException:
             os.close(fd)
             with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+                os.unlink(tmp)
             raise
         os.close(fd)
-        self._staged.append((tmp, target))
+        self._staged.append((tmp, os.path.join(folder, name)))
         self._synced = False
 
     def sync(self) -> None:
@@ -243,13 +256,13 @@ class AtomicBatch:
         if self.durable and not self._synced:
             self.sync()
         done: list[Path] = []
+        staged, self._staged = self._staged, []
         try:
-            while self._staged:
-                tmp, target = self._staged[0]
+            for tmp, target in staged:
                 os.replace(tmp, target)
-                self._staged.pop(0)
-                done.append(target)
+                done.append(Path(target))
         finally:
+            self._staged = staged[len(done):]
             self.discard()
         return done
 
@@ -258,7 +271,7 @@ class AtomicBatch:
         staged, self._staged = self._staged, []
         for tmp, _ in staged:
             with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+                os.unlink(tmp)
 
     def __enter__(self) -> "AtomicBatch":
         return self
@@ -275,7 +288,7 @@ def sync_batches(batches: Iterable[AtomicBatch]) -> None:
     """Make the staged contents of ``batches`` durable: one ``syncfs`` per file system involved
     (Linux), else (or if that fails) one ``fsync`` per staged file. OSError propagates."""
     batches = [b for b in batches if b._staged]
-    by_fs: dict[int, Path] = {}
+    by_fs: dict[int, str] = {}
     for b in batches:
         for d in b._dirs:
             by_fs.setdefault(os.stat(d).st_dev, d)
