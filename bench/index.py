@@ -9,7 +9,9 @@
   write, fresh index each time, timed from the call to its return) vs the bare batched forward
   (``run_batch`` over the same images, pre-decoded) in the same process, alternating per repetition;
   also the ratio for the embedding phase alone (``BuildStats.embed_seconds``: decode + forward +
-  chunks, without the fixed model load, checkpoint hashing and final write).
+  chunks, without the fixed model load, checkpoint hashing and final write: ``fixed_seconds``), and how
+  decoding ran beside the forward (``decode``: ``phased`` in the forward's gaps for a model whose forward
+  dwarfs decoding, e.g. ResNet-50; ``overlapped`` otherwise).
   ``demo``: checkpoints/demo.pt on its own held-out images (128 px PNG); ``resnet50``: random init,
   224 px, scikit-image photos as JPEG.
 * ``search``: random unit group embeddings (K=3, d=170, float32); exact FAISS ``IndexFlatIP`` and IVF
@@ -93,7 +95,7 @@ def bench_throughput(args: argparse.Namespace) -> dict:
     model = load_checkpoint(ckpt).eval()
     tensors = [prepare_image(p, model.transform)[0] for p in files]
     run_batch(model, tensors[: args.batch_size])  # warm-up
-    fwd, idx, ratios, embed_ratios = [], [], [], []
+    fwd, idx, ratios, embed_ratios, fixed, schedules = [], [], [], [], [], set()
     for rep in range(args.reps):
         t0 = time.perf_counter()
         for s in range(0, len(tensors), args.batch_size):
@@ -107,11 +109,15 @@ def bench_throughput(args: argparse.Namespace) -> dict:
         idx.append(i)
         ratios.append(i / f)
         embed_ratios.append(stats.embedded / stats.embed_seconds / f)
+        fixed.append(stats.seconds - stats.embed_seconds)  # model load + checkpoint hash + scan + final write
+        schedules.add(stats.decode)
     return {"bench": "index_throughput", "model": args.model, "checkpoint": str(ckpt), "images": len(files),
             "batch_size": args.batch_size, "workers": args.workers, "threads": args.threads,
             "forward_img_s": round(statistics.median(fwd), 2), "index_img_s": round(statistics.median(idx), 2),
             "ratio_median": round(statistics.median(ratios), 3), "ratios": [round(r, 3) for r in ratios],
-            "embed_phase_ratio_median": round(statistics.median(embed_ratios), 3)}
+            "embed_phase_ratio_median": round(statistics.median(embed_ratios), 3),
+            "embed_phase_ratios": [round(r, 3) for r in embed_ratios],
+            "fixed_seconds_median": round(statistics.median(fixed), 2), "decode": sorted(schedules)}
 
 
 # ----------------------------------------------------------------------------- search

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import logging
 import os
@@ -46,6 +47,7 @@ from dgml_viz.inference import prepare_image, run_batch
 logger = logging.getLogger(__name__)
 
 PENDING = ".pending"
+Stamp = tuple[int, int]  # (size, mtime_ns) of a file
 
 
 @dataclass
@@ -61,6 +63,7 @@ class BuildStats:
     failed: int = 0  # bad files (this run's and carried over)
     seconds: float = 0.0  # the whole call (model load, hashing, scanning, embedding, writing)
     embed_seconds: float = 0.0  # decoding + forward passes + pending chunks only
+    decode: str = ""  # how decoding ran beside the forward: "overlapped" or "phased" (see _Decoder); "" if nothing ran
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -148,34 +151,68 @@ def _read_chunks(folder: Path, sha: str) -> list[tuple[Rows, list[dict[str, Any]
 
 
 # --------------------------------------------------------------------------- embedding
-def _decoded(items: Sequence[tuple[Path, tuple[int, int]]], transform: dict[str, Any], workers: int,
-             lookahead: int, max_pixels: int | None) -> Iterator[tuple[Path, tuple[int, int], Any]]:
-    """Decode + transform in ``workers`` threads, in input order, at most ``lookahead`` in flight.
+#: decoding in the gaps is chosen when its CPU per image is under this share of the forward's time per image
+PHASED_DECODE_SHARE = 0.1
 
-    Yields ``(path, stamp, (tensor, geometry) | ImageError)``.
-    """
-    def work(path: Path) -> tuple[torch.Tensor, Any]:
-        tensor, geometry, _ = prepare_image(path, transform, max_pixels=max_pixels)
-        return tensor, geometry
 
-    todo = iter(items)
-    queue: collections.deque[tuple[Path, tuple[int, int], Future[Any]]] = collections.deque()
-    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="index-decode") as pool:
-        def refill() -> None:
-            while len(queue) < lookahead:
-                nxt = next(todo, None)
-                if nxt is None:
-                    return
-                queue.append((nxt[0], nxt[1], pool.submit(work, nxt[0])))
+class _Decoder:
+    """Decode + transform (:func:`dgml_viz.inference.prepare_image`) in ``workers`` threads, one batch at a time,
+    in input order; each batch is ``(path, stamp, (tensor, geometry) | ImageError)`` per file.
 
-        refill()
-        while queue:
-            path, stamp, fut = queue.popleft()
-            refill()
-            try:
-                yield path, stamp, fut.result()
-            except ImageError as exc:
-                yield path, stamp, exc
+    Two schedules. *Overlapped*: the next batch is decoding while the caller runs the forward on this one (a
+    GPU forward, or a CPU model too light to keep the cores busy). *Phased* (a CPU model whose forward dwarfs
+    decoding, e.g. ResNet-50): the next batch is decoded only once the caller asks for it, by every thread,
+    while the forward is not running. On a 2-core box a decode thread running beside a 2-thread forward
+    stalls its OpenMP team at every barrier (ResNet-50, 48 JPEGs, one measurement on the idle box: 0.92-0.94
+    of the bare forward overlapped with 1 or 2 decode threads at any priority, 0.99 phased); decoding in the
+    gaps costs only its own CPU time. :meth:`choose` picks the schedule after the
+    first batch (which nothing can overlap anyway); ``overlap`` forces one."""
+
+    def __init__(self, items: Sequence[tuple[Path, Stamp]], transform: dict[str, Any], workers: int,
+                 batch_size: int, max_pixels: int | None, overlap: bool | None) -> None:
+        self.items, self.transform, self.max_pixels = items, transform, max_pixels
+        self.workers, self.batch_size, self.overlap = max(1, workers), max(1, batch_size), overlap
+        self.decode_cpu: list[float] = []  # CPU seconds of each decode of the first batch (list.append is atomic)
+
+    def _work(self, path: Path) -> tuple[torch.Tensor, Any]:
+        t0 = time.thread_time()
+        try:
+            tensor, geometry, _ = prepare_image(path, self.transform, max_pixels=self.max_pixels)
+            return tensor, geometry
+        finally:
+            if self.overlap is None:
+                self.decode_cpu.append(time.thread_time() - t0)
+
+    def choose(self, forward_s: float, images: int) -> None:
+        """Pick the schedule from the first batch: phased when decoding an image costs under
+        :data:`PHASED_DECODE_SHARE` of the forward's time per image."""
+        if self.overlap is None and images:
+            per_image = sum(self.decode_cpu) / max(1, len(self.decode_cpu))
+            self.overlap = per_image >= PHASED_DECODE_SHARE * forward_s / images
+            logger.debug("decode %.2f ms CPU/img, forward %.1f ms/img: %s decoding", per_image * 1e3,
+                         forward_s / images * 1e3, "overlapped" if self.overlap else "phased")
+
+    def batches(self) -> Iterator[list[tuple[Path, Stamp, Any]]]:
+        todo = iter(self.items)
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="index-decode") as pool:
+            def submit() -> list[tuple[Path, Stamp, Future[Any]]]:
+                return [(p, stamp, pool.submit(self._work, p)) for p, stamp in itertools.islice(todo, self.batch_size)]
+
+            ahead = submit()
+            while ahead:
+                batch = [(p, stamp, _outcome(fut)) for p, stamp, fut in ahead]
+                ahead = submit() if self.overlap else []  # overlapped: decoding while the caller forwards
+                yield batch
+                if not ahead:
+                    ahead = submit()
+
+
+def _outcome(fut: Future[Any]) -> Any:
+    """A decode's result, or its :class:`ImageError` (any other exception propagates)."""
+    try:
+        return fut.result()
+    except ImageError as exc:
+        return exc
 
 
 class _ChunkWriter:
@@ -217,43 +254,41 @@ class _ChunkWriter:
 
 
 def _embed(model: Any, items: Sequence[tuple[Path, tuple[int, int]]], writer: _ChunkWriter, *, batch_size: int,
-           workers: int, max_pixels: int | None, progress: bool) -> tuple[int, int]:
-    """Embed ``items`` (path, stamp) into ``writer``; returns ``(embedded, failed)``."""
+           workers: int, max_pixels: int | None, progress: bool) -> tuple[int, int, str]:
+    """Embed ``items`` (path, stamp) into ``writer``; returns ``(embedded, failed, decode schedule)``. Decoding
+    runs in ``workers`` threads, overlapped with the forward or in its gaps (:class:`_Decoder`)."""
     from tqdm import tqdm
 
-    transform = dict(model.transform)
-    batch_size = max(1, int(batch_size))
+    from dgml_viz.inference import model_device
+
+    on_cpu = model_device(model).type == "cpu"
+    decoder = _Decoder(items, dict(model.transform), workers, batch_size, max_pixels, None if on_cpu else True)
     embedded = failed = 0
-    batch: list[tuple[Path, tuple[int, int], torch.Tensor, Any]] = []
-
-    def forward() -> None:
-        nonlocal embedded
-        out = run_batch(model, [b[2] for b in batch])
-        groups = out.groups.detach().float().cpu().numpy().astype(GROUPS_DTYPE, copy=False)
-        att = None if out.attention is None else out.attention.detach().float().cpu().numpy().astype(ATTENTION_DTYPE)
-        writer.add([str(b[0]) for b in batch], [info_row(*b[1], b[3]) for b in batch], groups, att)
-        embedded += len(batch)
-        batch.clear()
-
     with tqdm(total=len(items), unit="img", desc="index", disable=None if progress else True) as bar:
-        for path, stamp, res in _decoded(items, transform, workers, 2 * batch_size + workers, max_pixels):
-            if isinstance(res, ImageError):
-                logger.warning("skipped: %s", res)
-                writer.error({"path": str(path), "error": str(res), "size": stamp[0], "mtime_ns": stamp[1]})
-                failed += 1
-            else:
-                batch.append((path, stamp, res[0], res[1]))
-                if len(batch) >= batch_size:
-                    forward()
-            bar.update(1)
-        if batch:
-            forward()
+        for decoded in decoder.batches():
+            batch = []
+            for path, stamp, res in decoded:
+                if isinstance(res, ImageError):
+                    logger.warning("skipped: %s", res)
+                    writer.error({"path": str(path), "error": str(res), "size": stamp[0], "mtime_ns": stamp[1]})
+                    failed += 1
+                else:
+                    batch.append((path, stamp, *res))
+            if batch:
+                t0 = time.perf_counter()
+                out = run_batch(model, [b[2] for b in batch])
+                decoder.choose(time.perf_counter() - t0, len(batch))
+                groups = out.groups.detach().float().cpu().numpy().astype(GROUPS_DTYPE, copy=False)
+                att = None if out.attention is None else \
+                    out.attention.detach().float().cpu().numpy().astype(ATTENTION_DTYPE)
+                writer.add([str(b[0]) for b in batch], [info_row(*b[1], b[3]) for b in batch], groups, att)
+                embedded += len(batch)
+            bar.update(len(decoded))
     writer.flush()
-    return embedded, failed
+    return embedded, failed, {None: "", True: "overlapped", False: "phased"}[decoder.overlap]
 
 
 # --------------------------------------------------------------------------- planning
-Stamp = tuple[int, int]  # (size, mtime_ns) of a file
 Chunk = tuple[Rows, list[dict[str, Any]]]  # pending rows and the bad files recorded with them
 
 
@@ -431,13 +466,10 @@ def build_index(ckpt: str | os.PathLike[str], images: str | os.PathLike[str], ou
         ConfigError: the existing index was built with another checkpoint (and not ``rebuild``),
             bad input spec. CheckpointError: unreadable checkpoint.
     """
-    from dgml_viz.model.checkpoint import load_checkpoint
-
     t0, ckpt = time.perf_counter(), Path(ckpt)
     shard = shard if shard is not None else shard_from_env()
     target = Path(out) if shard is None else shard_dir(out, shard)
-    model = load_checkpoint(ckpt, map_location=device or "cpu").eval()
-    sha = file_sha256(ckpt)
+    model, sha = _load_and_hash(ckpt, device)
     stats = BuildStats(out=target)
     wanted, gone_errors = _wanted_files(images, Path(out), shard)
     existing = _open_existing(target, ckpt, sha, rebuild)
@@ -446,7 +478,7 @@ def build_index(ckpt: str | os.PathLike[str], images: str | os.PathLike[str], ou
     _record_plan(stats, plan, len(wanted) + len(gone_errors), shard)
     writer = _ChunkWriter(target / PENDING, chunk_size, sha, _next_chunk_number(target / PENDING, chunks))
     t_embed = time.perf_counter()
-    stats.embedded, _ = _embed(model, plan.todo, writer, batch_size=batch_size, workers=workers,
+    stats.embedded, _, stats.decode = _embed(model, plan.todo, writer, batch_size=batch_size, workers=workers,
                                max_pixels=max_pixels, progress=progress)
     stats.embed_seconds = time.perf_counter() - t_embed
     new_chunks = chunks + writer.written
@@ -461,6 +493,16 @@ def build_index(ckpt: str | os.PathLike[str], images: str | os.PathLike[str], ou
             logger.warning("%d image(s) could not be indexed (listed in %s/manifest.json 'errors')", stats.failed, target)
     stats.seconds = time.perf_counter() - t0
     return stats
+
+
+def _load_and_hash(ckpt: Path, device: str | torch.device | None) -> tuple[Any, str]:
+    """The model in eval mode and the SHA-256 of its file, hashed (in 1 MiB blocks, GIL released) while it loads."""
+    from dgml_viz.model.checkpoint import load_checkpoint
+
+    with ThreadPoolExecutor(1, thread_name_prefix="index-sha256") as pool:
+        sha = pool.submit(file_sha256, ckpt)
+        model = load_checkpoint(ckpt, map_location=device or "cpu").eval()
+        return model, sha.result()
 
 
 def _map_shape(existing: Any, chunks: Sequence[tuple[Rows, Any]]) -> list[int] | None:
