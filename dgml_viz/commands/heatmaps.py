@@ -208,7 +208,7 @@ class _EvalTransform:
     cached (a dataset of few sizes computes it a few times, not once per image)."""
 
     def __init__(self, transform: dict[str, Any]) -> None:
-        from dgml_viz.data.transforms import check_transform
+        from dgml_viz.validation import check_transform
 
         self.checked = check_transform(transform)
         self.geometry = functools.lru_cache(maxsize=4096)(self._geometry)
