@@ -328,3 +328,31 @@ def test_named_terms_compose_the_total_exactly_as_the_weighted_sum() -> None:
     plain = GroupedMetricLoss(3, 4, terms=[cls(0.0) for cls in STANDARD_TERMS])(groups, labels, att)
     assert [plain[n].item() for n in TERM_NAMES[1:]] == [0.0] * 4
     assert torch.equal(plain["total"], plain["metric"])
+
+
+def test_attention_temperature_softens_the_maps_and_ramps_to_one() -> None:
+    from dgml_viz.errors import ConfigError
+    from dgml_viz.model.heads.attentive import AttentiveHead
+    from dgml_viz.train.config import DEFAULTS
+    from dgml_viz.train.loop import temperature_schedule
+
+    head = AttentiveHead(16, groups=3, dim=12, reduction=2)
+    x = torch.randn(2, 16, 5, 5)
+    plain = head(x).attention
+    head.temperature = 4.0
+    soft = head(x).attention
+    # the same logits divided by T: softmax_p(l / T), written out independently
+    logits = torch.einsum("kh,hc,bcn->bkn", head.queries, head.key.weight.flatten(1), x.flatten(2))
+    assert torch.allclose(soft.flatten(2), (logits / 4.0).softmax(-1), atol=1e-6)
+    assert torch.allclose(plain.flatten(2), logits.softmax(-1), atol=1e-6)
+    from dgml_viz.metrics.diversity import attention_entropy
+    assert (attention_entropy(soft) > attention_entropy(plain)).all()
+    t = {**DEFAULTS["train"], "epochs": 12, "attention_start_epoch": 5, "attention_warmup_epochs": 2,
+         "attention_temperature_early": 4.0}
+    sched = temperature_schedule(t, head)
+    assert [sched(e) for e in range(9)] == pytest.approx([4, 4, 4, 4, 4, 4, 2.5, 1, 1])
+    assert temperature_schedule({**t, "attention_temperature_early": 1.0}, head) is None
+    with pytest.raises(ConfigError, match="reaches 1 only in epoch"):
+        temperature_schedule({**t, "epochs": 7}, head)
+    with pytest.raises(ConfigError, match="no attention temperature"):
+        temperature_schedule(t, torch.nn.Linear(2, 2))

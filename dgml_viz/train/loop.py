@@ -196,6 +196,29 @@ def loss_terms(train_cfg: dict[str, Any]) -> list[LossTerm]:
             SpreadTerm(ramp(t.get("lambda_spread", 0.0)))]
 
 
+def temperature_schedule(train_cfg: dict[str, Any], head: nn.Module) -> WeightSchedule | None:
+    """The attention temperature per epoch: ``attention_temperature_early`` T before
+    ``attention_start_epoch``, ramping to 1 with the attention terms; ``None`` when T = 1 (off).
+
+    A soft softmax (T > 1) keeps a group from locking onto the first part the backbone learns
+    while the plain phase is still learning the others. Needs a head with a ``temperature``
+    (:class:`~dgml_viz.model.heads.attentive.AttentiveHead`); one-line ConfigError otherwise.
+    """
+    early = float(train_cfg.get("attention_temperature_early", 1.0) or 1.0)
+    if early == 1.0:
+        return None
+    if not hasattr(head, "temperature"):
+        raise ConfigError(f"train.attention_temperature_early={early}: head {type(head).__name__} has no "
+                          "attention temperature; set it to 1")
+    start = int(train_cfg.get("attention_start_epoch", 0) or 0)
+    warm = int(train_cfg.get("attention_warmup_epochs", 0) or 0)
+    if start + warm > int(train_cfg["epochs"]) - 1:  # the saved model (temperature 1) must be the one evaluated
+        raise ConfigError(f"train.attention_temperature_early={early}: the temperature reaches 1 only in epoch "
+                          f"{start + warm + 1} (attention_start_epoch + attention_warmup_epochs + 1) but training "
+                          f"stops after epoch {train_cfg['epochs']}")
+    return WeightSchedule(1.0, start, warm, early)
+
+
 def build_loss(config: dict[str, Any], num_groups: int, num_classes: int) -> GroupedMetricLoss:
     """The recipe's loss: :class:`MetricSpec` from ``train.loss`` & co., :func:`loss_terms`."""
     t = config["train"]
@@ -370,6 +393,7 @@ class _Trainer:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss = build_loss(cfg, self.model.num_groups, self.num_classes).to(self.device)
+        self.temperature = temperature_schedule(t, self.model.head)
         self.optimizer = torch.optim.Adam(build_param_groups(self.model, self.loss, t))
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=list(t["lr_steps"]),
                                                               gamma=float(t["gamma"]))
@@ -411,11 +435,17 @@ class _Trainer:
             torch.set_rng_state(state["rng_torch"])
         logger.info("resumed %s at epoch %d (step %d)", self.run_dir, self.epoch, self.step)
 
+    def set_temperature(self, epoch: int) -> None:
+        """The head's attention temperature for 0-based ``epoch`` (:func:`temperature_schedule`)."""
+        if self.temperature is not None:
+            self.model.head.temperature = self.temperature(epoch)
+
     # -- one epoch
     def train_epoch(self, deadline: float | None) -> tuple[dict[str, float], bool]:
         t = self.cfg["train"]
         self.sampler.set_epoch(self.epoch)
         self.loss.set_epoch(self.epoch)
+        self.set_temperature(self.epoch)
         _seed_everything(t["seed"], self.epoch, self.info.rank)
         self.net.train()
         sums: dict[str, Tensor] = {}  # term name -> float64 running sum, whatever terms the loss returns

@@ -241,6 +241,10 @@ class TrainConfig(_Section):
     metric_on: str = setting("groups", "groups = one metric loss per group (DESIGN.md); concat = one on the "
                                        "retrieval embedding", one_of("groups", "concat"))
     lambda_spread: float = setting(0.0, "attention spatial-variance weight (0 = off)", NON_NEGATIVE)
+    attention_temperature_early: float = setting(1.0, "softmax temperature of the attention logits before "
+                                                      "attention_start_epoch, ramping to 1 with the attention "
+                                                      "terms (1 = off; > 1 keeps the maps soft while the plain "
+                                                      "phase learns the parts; heads with a temperature only)", RATE)
     eval_every: int = setting(1, "evaluate (and checkpoint) every this many epochs, and after the last",
                               POSITIVE_INT)
     seed: int = setting(0, "seed of weights, sampling and augmentation", COUNT)

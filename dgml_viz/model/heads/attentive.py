@@ -18,7 +18,7 @@ class AttentiveHead(nn.Module):
     With keys ``Kx = W_k X`` (1x1 conv C -> C/r), values ``V = W_v X`` (1x1 conv
     C -> d) and queries ``q_g`` (``[K, C/r]``):
 
-    ``a_g = softmax_p(q_g^T Kx)``, ``f_g = sum_p a_g(p) V(p)``, ``f_g <- f_g / |f_g|``.
+    ``a_g = softmax_p(q_g^T Kx / T)`` (temperature ``T = 1`` but while a training schedule softens the maps), ``f_g = sum_p a_g(p) V(p)``, ``f_g <- f_g / |f_g|``.
 
     Both 1x1 convs are linear, so we evaluate the same quantities in the cheaper
     order: logits ``(q W_k) X`` (``[K, C]`` effective queries) and
@@ -44,6 +44,9 @@ class AttentiveHead(nn.Module):
 
     #: what ``GroupOutput.attention`` holds (see :mod:`dgml_viz.model.heads.registry`)
     spatial_maps: ClassVar[str | None] = "softmax"
+    #: softmax temperature of the attention logits (1 = the DGML head); a training-time knob set by the
+    #: trainer's schedule (``train.attention_temperature_early``), not saved in checkpoints
+    temperature: float = 1.0
 
     def __init__(self, in_channels: int, groups: int = 3, dim: int = 512, reduction: int = 8) -> None:
         super().__init__()
@@ -62,7 +65,8 @@ class AttentiveHead(nn.Module):
     def attention_logits(self, x: Tensor) -> Tensor:
         """Logits ``q_g^T W_k X`` for every group and position: ``[B, C, h, w] -> [B, K, h*w]``."""
         effective = self.queries @ self.key.weight.flatten(1)  # [K, C]
-        return torch.einsum("kc,bcn->bkn", effective, x.flatten(2))
+        logits = torch.einsum("kc,bcn->bkn", effective, x.flatten(2))
+        return logits if self.temperature == 1.0 else logits / self.temperature
 
     def forward(self, x: Tensor) -> GroupOutput:
         b, _, h, w = x.shape
