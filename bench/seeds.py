@@ -4,7 +4,7 @@
     .venv/bin/python bench/seeds.py --seeds 3 --runs runs/seeds train.lambda_div_early=null
 
 Each run is the real CLI (``python -m dgml_viz.cli train --config synthetic train.seed=S
-[overrides]``) in a subprocess with 2 torch threads, one after the other. Each trained model is
+[overrides]``) in a subprocess with ``--threads`` torch threads (default 2), one after the other. Each trained model is
 measured on the full held-out split (32 unseen classes, 640 images) by
 :func:`dgml_viz.metrics.localisation.benchmark_report`: Recall@1 and, per group, the attention
 share inside its Hungarian-matched part mask, that share over the part's area share, and the
@@ -28,11 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def train_seed(seed: int, overrides: list[str], run_dir: Path) -> dict[str, float]:
+def train_seed(seed: int, overrides: list[str], run_dir: Path, threads: int = 2) -> dict[str, float]:
     """One ``dgml-viz train`` in a subprocess; wall and CPU seconds."""
     cmd = [sys.executable, "-m", "dgml_viz.cli", "train", "--config", "synthetic", "--run-dir", str(run_dir),
            f"train.seed={seed}", *overrides]
-    env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, env=env)
@@ -49,7 +49,7 @@ def measure(ckpt: Path) -> dict[str, Any]:
     from dgml_viz.model.checkpoint import load_checkpoint
     from dgml_viz.train import load_config
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "2"))))
     data = load_config("synthetic")["data"]
     test = SyntheticParts("test", **data["kwargs"])
     return benchmark_report(load_checkpoint(ckpt), test)
@@ -73,6 +73,7 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--runs", default="runs/seeds", help="folder for the runs and seeds.json")
     p.add_argument("--measure-only", action="store_true", help="re-measure existing runs")
+    p.add_argument("--threads", type=int, default=2, help="torch threads per training run (default 2)")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every run")
     args = p.parse_args()
     runs = Path(args.runs)
@@ -85,7 +86,7 @@ def main() -> int:
         run_dir = runs / f"seed{seed}"
         t = results.get(str(seed), {}).get("time", {"wall_s": float("nan"), "cpu_s": float("nan")})
         if not args.measure_only:
-            t = train_seed(seed, args.overrides, run_dir)
+            t = train_seed(seed, args.overrides, run_dir, args.threads)
         m = measure(run_dir / "last.pt")
         results[str(seed)] = {"metrics": m, "time": t, "overrides": args.overrides, "meets": verdict(m)}
         out_path.write_text(json.dumps(results, indent=1, default=float))
