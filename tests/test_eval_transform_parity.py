@@ -2,6 +2,8 @@
 torchvision's Resize + CenterCrop + Normalize, to float precision, on many image sizes."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -50,6 +52,63 @@ def test_file_through_evaluation_and_rendering_paths_is_one_tensor(tmp_path) -> 
     ds = ImageFolderDataset(tmp_path, "all", transform=EvalTransform.from_dict(t))
     rendered, _, _ = prepare_image(path, t)
     assert torch.equal(ds[0]["image"], rendered)
+
+
+def _files_people_have(folder) -> list:
+    """Files written by Pillow the way cameras and editors write them: an EXIF-rotated JPEG (orientation
+    6, as phones save portrait shots), an RGBA PNG with transparent pixels, a palette GIF, a grey JPEG,
+    a 16-bit grey PNG."""
+    from skimage import data
+
+    photo = Image.fromarray(data.astronaut()).resize((300, 200))
+    out = []
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    p = folder / "rotated.jpg"
+    photo.save(p, quality=90, exif=exif.tobytes())
+    out.append(p)
+    rgba = photo.convert("RGBA")
+    alpha = np.full((200, 300), 255, np.uint8)
+    alpha[:, :120] = 0
+    rgba.putalpha(Image.fromarray(alpha))
+    out.append(folder / "transparent.png")
+    rgba.save(out[-1])
+    out.append(folder / "palette.gif")
+    photo.convert("P", palette=Image.Palette.ADAPTIVE).save(out[-1])
+    out.append(folder / "grey.jpg")
+    photo.convert("L").save(out[-1], quality=85)
+    out.append(folder / "grey16.png")
+    Image.fromarray((np.asarray(photo.convert("L"), np.uint16) * 257)).save(out[-1])
+    return out
+
+
+def test_odd_files_through_evaluation_and_rendering_paths_are_one_tensor(tmp_path) -> None:
+    """The dataset (evaluation) path and the rendering path decode through the one decoder: a
+    rotated JPEG is seen upright by both, transparency is white in both."""
+    from dgml_viz.data.folder import ImageFolderDataset
+
+    folder = tmp_path / "cls"
+    folder.mkdir()
+    paths = _files_people_have(folder)
+    t = {"size": 96, "resize": 110, "mean": MEAN, "std": STD, "mode": "center_crop"}
+    ds = ImageFolderDataset(tmp_path, "all", transform=EvalTransform.from_dict(t))
+    by_name = {Path(item["path"]).name: item["image"] for item in (ds[i] for i in range(len(ds)))}
+    assert sorted(by_name) == sorted(p.name for p in paths)
+    for p in paths:
+        rendered, _, _ = prepare_image(p, t)
+        assert torch.equal(by_name[p.name], rendered), p.name
+    # independent views of what "upright" and "over white" mean, from Pillow itself
+    from PIL import ImageOps
+
+    with Image.open(folder / "rotated.jpg") as img:
+        upright = ImageOps.exif_transpose(img)
+        assert upright.size == (200, 300)
+    expected, _ = eval_transform(np.asarray(upright.convert("RGB")), t)
+    torch.testing.assert_close(by_name["rotated.jpg"], expected, atol=1e-5, rtol=0)
+    with Image.open(folder / "transparent.png") as img:
+        white = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img.convert("RGBA"))
+    expected, _ = eval_transform(np.asarray(white.convert("RGB")), t)
+    torch.testing.assert_close(by_name["transparent.png"], expected, atol=2 / 255 / min(STD) + 1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("wh", SIZES[:8])

@@ -31,20 +31,15 @@ from dgml_viz.errors import DatasetError, ImageError
 logger = logging.getLogger(__name__)
 
 from dgml_viz.data.discovery import find_images
-from dgml_viz.data.images import IMAGE_SUFFIXES  # noqa: F401 - re-exported for callers of this module
+from dgml_viz.data.images import IMAGE_SUFFIXES, load_image  # noqa: F401 - IMAGE_SUFFIXES re-exported
 
 
 def load_rgb(path: str | Path) -> Image.Image:
-    """Decode ``path`` as an RGB PIL image (one-line :class:`ImageError` on failure)."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImageError(f"{path}: cannot decode image ({why})") from None
+    """Decode ``path`` as an RGB PIL image through the one decoder,
+    :func:`dgml_viz.data.images.load_image` (EXIF orientation applied, transparency over white,
+    16-bit scaled; one-line :class:`ImageError` naming the file on failure), so a dataset item and
+    the rendering path (heatmaps, gallery, app) start from the same pixels."""
+    return Image.fromarray(load_image(path))
 
 
 def contiguous_labels(raw: Sequence[Any]) -> tuple[list[int], list[Any]]:
