@@ -8,10 +8,8 @@
 """
 from __future__ import annotations
 
-import io
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,6 @@ logger = logging.getLogger(__name__)
 
 #: ``skimage.data`` photos offered as samples (all bundled with scikit-image, no download).
 SAMPLE_PHOTOS: tuple[str, ...] = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry")
-MAX_PIXELS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -105,54 +102,24 @@ def sample_photo(name: str) -> SourceImage:
     return SourceImage(rgb=rgb[..., :3].astype(np.uint8), key=f"sample:{name}", name=f"skimage.data.{name}")
 
 
-def _pillow_decode(data: bytes, name: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > MAX_PIXELS:
-                raise ImageError(f"{name}: image too large ({im.width}x{im.height} pixels)")
-            im.load()
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image (unrecognised format)") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{name}: image is truncated or corrupt ({str(exc).splitlines()[0][:120]})") from None
-
-
 def decode_file(path: Path, name: str | None = None) -> np.ndarray:
-    """Decode an image file to uint8 RGB; one-line :class:`ImageError` on failure."""
+    """Decode an image file to uint8 RGB ``[H, W, 3]`` through the one decoder
+    (:func:`dgml_viz.data.images.load_image`); one-line :class:`ImageError` naming ``name`` on failure."""
+    from dgml_viz.data.images import load_image
+
     name = name or str(path)
     try:
-        from dgml_viz.data.images import load_image
-    except ImportError:
-        load_image = None
-    if load_image is not None:
-        try:
-            rgb = np.asarray(load_image(path))
-        except ImageError as exc:
-            raise ImageError(str(exc).replace(str(path), name)) from None
-        return np.ascontiguousarray(rgb[..., :3] if rgb.ndim == 3 else np.repeat(rgb[..., None], 3, -1))
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from None
-    return decode_bytes(data, name)
+        return load_image(path)
+    except ImageError as exc:
+        raise ImageError(str(exc).replace(str(path), name)) from None
 
 
 def decode_bytes(data: bytes, name: str = "<upload>") -> np.ndarray:
-    """Decode in-memory image bytes (an upload) to uint8 RGB; one-line :class:`ImageError` on failure."""
-    if not data:
-        raise ImageError(f"{name}: file is empty")
-    try:
-        from dgml_viz.data.images import load_image  # noqa: F401
-    except ImportError:
-        return _pillow_decode(data, name)
-    suffix = Path(name).suffix if Path(name).suffix else ".img"
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / f"upload{suffix}"
-        target.write_bytes(data)
-        return decode_file(target, name)
+    """Decode in-memory image bytes (an upload) to uint8 RGB ``[H, W, 3]`` through the one decoder
+    (:func:`dgml_viz.data.images.decode_image`); one-line :class:`ImageError` on failure."""
+    from dgml_viz.data.images import decode_image
+
+    return decode_image(data, name=name)
 
 
 def upload_image(data: bytes, name: str, file_id: str) -> SourceImage:
