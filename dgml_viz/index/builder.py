@@ -151,10 +151,6 @@ def _read_chunks(folder: Path, sha: str) -> list[tuple[Rows, list[dict[str, Any]
 
 
 # --------------------------------------------------------------------------- embedding
-#: decoding in the gaps is chosen when its CPU per image is under this share of the forward's time per image
-PHASED_DECODE_SHARE = 0.1
-
-
 class _Decoder:
     """Decode + transform (:func:`dgml_viz.inference.prepare_image`) in ``workers`` threads, one batch at a time,
     in input order; each batch is ``(path, stamp, (tensor, geometry) | ImageError)`` per file.
@@ -185,10 +181,12 @@ class _Decoder:
 
     def choose(self, forward_s: float, images: int) -> None:
         """Pick the schedule from the first batch: phased when decoding an image costs under
-        :data:`PHASED_DECODE_SHARE` of the forward's time per image."""
+        :data:`~dgml_viz.utils.schedule.PHASED_SHARE` of the forward's time per image."""
+        from dgml_viz.utils.schedule import runs_phased
+
         if self.overlap is None and images:
             per_image = sum(self.decode_cpu) / max(1, len(self.decode_cpu))
-            self.overlap = per_image >= PHASED_DECODE_SHARE * forward_s / images
+            self.overlap = not runs_phased(per_image, forward_s / images)
             logger.debug("decode %.2f ms CPU/img, forward %.1f ms/img: %s decoding", per_image * 1e3,
                          forward_s / images * 1e3, "overlapped" if self.overlap else "phased")
 
