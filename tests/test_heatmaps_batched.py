@@ -139,3 +139,58 @@ def test_process_restores_torch_threads(tmp_path: Path, ckpt: Path) -> None:
                             options=RenderOptions(), batch_size=1, workers=2, torch_threads=threads))
         assert sorted(r["path"] for r in recs if r["status"] == "ok") == names
         assert torch.get_num_threads() == before
+
+
+def test_phased_schedule_writes_the_same_bytes_and_keeps_the_forward_alone(
+        tmp_path: Path, ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forced phased (share 1e9) vs overlapped (share 0), a bad file among the images: the same files byte
+    for byte and the same records; phased, nothing decodes, draws or writes while a forward runs (batch 2 on)."""
+    import threading
+    import time
+
+    from dgml_viz import inference
+    from dgml_viz.commands import heatmaps
+    from dgml_viz.data.discovery import Source
+    from dgml_viz.model.checkpoint import load_checkpoint
+    from dgml_viz.utils import schedule
+
+    names = _folder(tmp_path / "imgs")
+    (tmp_path / "imgs" / "bad.png").write_bytes(b"not an image")
+    for n in names:  # 11 images, batches of 2: several batches, one of them topped up after the bad file
+        (tmp_path / "imgs" / f"{n[0]}2.png").write_bytes((tmp_path / "imgs" / n).read_bytes())
+    names = sorted(p.name for p in (tmp_path / "imgs").iterdir())
+    model = load_checkpoint(ckpt).eval()
+    sources = [Source(tmp_path / "imgs" / n, n) for n in names]
+    lock, busy, seen = threading.Lock(), [0], []
+
+    def counted(fn):  # noqa: ANN001, ANN202 - a spy around a stage
+        def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            with lock:
+                busy[0] += 1
+            try:
+                time.sleep(0.01)  # long enough that an overlapped stage would still run when a forward starts
+                return fn(*args, **kwargs)
+            finally:
+                with lock:
+                    busy[0] -= 1
+        return run
+
+    real_batch = inference.run_batch
+    monkeypatch.setattr(heatmaps, "_decode", counted(heatmaps._decode))
+    monkeypatch.setattr(heatmaps, "_draw_and_write", counted(heatmaps._draw_and_write))
+    monkeypatch.setattr(inference, "run_batch", lambda *a, **k: seen.append(busy[0]) or real_batch(*a, **k))
+    outputs = {}
+    for share in (0.0, 1e9):
+        monkeypatch.setattr(schedule, "PHASED_SHARE", share)
+        seen.clear()
+        out = tmp_path / f"out{share}"
+        recs = list(heatmaps.process(model, sources, out, groups=[0, 1, 2], fmt="png", options=RenderOptions(),
+                                     batch_size=2, workers=2, torch_threads=None))
+        outputs[share] = ({r["path"]: {k: v for k, v in r.items() if k != "render_s"} for r in recs},
+                          {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
+        if share:
+            assert len(seen) > 2 and seen[1:] == [0] * (len(seen) - 1), seen
+    (recs_a, files_a), (recs_b, files_b) = outputs.values()
+    assert recs_a == recs_b and recs_a["bad.png"]["status"] == "error"
+    assert files_a.keys() == files_b.keys() and len(files_a) == 5 * (len(names) - 1)
+    assert all(files_a[k] == files_b[k] for k in files_a)
