@@ -324,7 +324,6 @@ class _ThreadPlan:
     full: int  # torch's thread count when the run began (restored at the end)
     reduced: int
     adaptive: bool  # probe (torch_threads=None), or keep the count set by the caller
-    phased: bool = False  # a heavy CPU model: decode, draw and write only between forwards (see step)
     batches: int = 0
     images: int = 0
     mark: tuple[float, int] = (0.0, 0)  # (time, images) at the start of the current probe
@@ -347,12 +346,8 @@ class _ThreadPlan:
         Batch 1 (the warm-up; its forward runs almost alone: the writers have nothing yet) says whether the
         other stages matter: decoding + drawing + writing, estimated as 3x the measured decoding CPU (their
         measured ratio on the demo's 128 px images and on ~500 px photos), under a tenth of the forward's CPU
-        time per image (a heavy model, :func:`~dgml_viz.utils.schedule.runs_phased`) keeps every thread, no
-        probing, and from then on the other stages run *phased*: only between forwards, so the forward never
-        shares its cores. Otherwise batch 2 runs with the current count and batch 3 with the other one, and
-        the faster pipeline (images per second) stays."""
-        from dgml_viz.utils.schedule import runs_phased
-
+        time per image (a heavy model) keeps every thread, no probing. Otherwise batch 2 runs with the
+        current count and batch 3 with the other one, and the faster pipeline (images per second) stays."""
         if not self.adaptive:
             return
         now = time.perf_counter()
@@ -361,12 +356,10 @@ class _ThreadPlan:
         if self.batches == 1:
             decode = sum(self.decode_cpu) / max(1, len(self.decode_cpu))
             other, forward = 3.0 * decode, forward_s / images * self.full
-            self.phased = runs_phased(other, forward)
-            if self.reduced == self.full or self.phased:
+            if self.reduced == self.full or other < 0.1 * forward:
                 self.adaptive = False
-                logger.debug("forward %.1f ms CPU/img, other stages ~%.1f ms/img: forward keeps %d threads, %s",
-                             forward * 1e3, other * 1e3, torch.get_num_threads(),
-                             "other stages between forwards" if self.phased else "overlapped")
+                logger.debug("forward %.1f ms CPU/img, other stages ~%.1f ms/img: forward keeps %d threads",
+                             forward * 1e3, other * 1e3, torch.get_num_threads())
             self.mark = (now, self.images)
             return
         current = torch.get_num_threads()
@@ -397,10 +390,7 @@ def process(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequenc
     CPU threads (model on the CPU): the decode and write threads need cores too, and an OpenMP team whose
     cores are shared with them stalls at every barrier. ``torch_threads=None`` (default) lets the run
     choose. A heavy model (decoding, drawing and writing under a tenth of its forward's CPU time per image
-    in the first batch, e.g. ResNet-50) keeps torch's thread count, and from the second batch on its
-    decoding, drawing and writing run only between forwards, with every thread (the next batch decodes
-    while the previous one is drawn and written; the forward waits for both and then runs alone:
-    :mod:`dgml_viz.utils.schedule`). Otherwise one batch runs with it and one
+    in the first batch, e.g. ResNet-50) keeps torch's thread count. Otherwise one batch runs with it and one
     with ``max(1, torch.get_num_threads() - workers)`` and the faster pipeline is kept (the demo model:
     the latter, 2-3x faster on 2 busy cores). An integer fixes the count. torch's thread count is restored
     when the generator finishes."""
@@ -439,10 +429,7 @@ def _pipeline(model: Any, sources: Sequence[Source], out: Path, *, groups: Seque
     writing: collections.deque[Future[list[dict[str, Any]]]] = collections.deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="decode") as dpool, \
             ThreadPoolExecutor(workers, thread_name_prefix="write") as wpool:
-        for errors, batch in _decoded_batches(dpool, sources, decode, batch_size, batch_size + workers,
-                                              lambda: plan.phased):
-            while writing and plan.phased:  # phased: the previous batch drawn and written before the forward
-                yield from writing.popleft().result()
+        for errors, batch in _decoded_batches(dpool, sources, decode, batch_size, batch_size + workers):
             yield from errors
             if not batch:
                 continue
@@ -461,42 +448,32 @@ def _pipeline(model: Any, sources: Sequence[Source], out: Path, *, groups: Seque
 
 
 def _decoded_batches(pool: ThreadPoolExecutor, sources: Sequence[Source], decode: Any, batch_size: int,
-                     prefetch: int, phased: Any = lambda: False
-                     ) -> Iterator[tuple[list[dict[str, Any]], list[tuple[Source, Any, Any, np.ndarray]]]]:
+                     prefetch: int) -> Iterator[tuple[list[dict[str, Any]], list[tuple[Source, Any, Any, np.ndarray]]]]:
     """``decode`` every source in ``pool`` (input order, at most ``prefetch`` in flight); yields ``(error records,
     batch)``, a batch being up to ``batch_size`` ``(source, tensor, geometry, image)`` (cut short when nothing
-    more is decoding, so the model never waits for images not yet submitted).
-
-    While ``phased()`` is true nothing is submitted while the caller holds a batch: the next batch's images
-    are submitted when it asks for them, between its forwards (:mod:`dgml_viz.utils.schedule`), and topped
-    up when one fails, so the batches are the same as overlapped."""
+    more is decoding, so the model never waits for images not yet submitted)."""
     todo = iter(sources)
     decoding: collections.deque[tuple[Source, Future[Any]]] = collections.deque()
-    errors: list[dict[str, Any]] = []
-    batch: list[tuple[Source, Any, Any, np.ndarray]] = []
 
     def refill() -> None:
-        limit = batch_size - len(batch) if phased() else prefetch
-        while len(decoding) < limit and (src := next(todo, None)) is not None:
+        while len(decoding) < prefetch and (src := next(todo, None)) is not None:
             decoding.append((src, pool.submit(decode, src)))
 
     refill()
+    errors: list[dict[str, Any]] = []
+    batch: list[tuple[Source, Any, Any, np.ndarray]] = []
     while decoding:
         src, fut = decoding.popleft()
-        if not phased():
-            refill()
+        refill()
         try:
             tensor, geo, image = fut.result()
         except ImageError as exc:
             errors.append({"path": src.rel, "status": "error", "error": str(exc)})
         else:
             batch.append((src, tensor, geo, image))
-        if not decoding and phased():
-            refill()
         if len(batch) >= batch_size or not decoding:
             yield errors, batch
             errors, batch = [], []
-            refill()
 
 
 def _hand_off(pool: ThreadPoolExecutor, workers: int, batch: Sequence[tuple[Source, Any, Any, np.ndarray]],
