@@ -1,12 +1,13 @@
 """Whether the work beside a CPU forward runs in the forward's gaps ("phased") or overlapped with it.
 
 On a 2-core box a thread decoding (or drawing, or writing) beside a 2-thread torch forward stalls the
-forward's OpenMP team at every barrier: ResNet-50 lost 6-8 % that way in ``dgml-viz index`` and ~14 % in
-``dgml-viz heatmaps`` (issue 16), whatever the helper threads' count or priority. When the forward
+forward's OpenMP team at every barrier: ResNet-50 lost 6-8 % that way in ``dgml-viz index`` (issue 16),
+whatever the helper threads' count or priority. When the forward
 dwarfs the other work, running that work between forwards with every thread costs only its own CPU time;
 when it does not (a light model such as the demo's, or a GPU forward that leaves the cores free),
-overlapping is faster. Both pipelines (:mod:`dgml_viz.index.builder`, :mod:`dgml_viz.commands.heatmaps`)
-decide here, after their first batch.
+overlapping is faster. :mod:`dgml_viz.index.builder` decides here after its first batch. (``heatmaps``
+does not: its decode + draw + write are ~12 % of a ResNet-50 forward's CPU, and running them in the
+gaps measured no faster than overlapping them; see bench/RESULTS.md.)
 """
 from __future__ import annotations
 
