@@ -158,7 +158,10 @@ def test_figure_download_from_the_groups_page(server: str, driver: webdriver.Chr
     driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)})
     driver.get(f"{server}/")
     WebDriverWait(driver, 90, poll_frequency=0.5).until(lambda d: _rendered(d, "Groups", 5))
-    button = driver.find_element(By.CSS_SELECTOR, '[data-testid="stDownloadButton"] button')
+    # the page's images can be drawn before the script reaches the download button: wait for it too
+    buttons = '[data-testid="stDownloadButton"] button'
+    WebDriverWait(driver, 60, poll_frequency=0.5).until(lambda d: d.find_elements(By.CSS_SELECTOR, buttons))
+    button = driver.find_element(By.CSS_SELECTOR, buttons)
     button.click()
     target = tmp_path / "groups.png"
     WebDriverWait(driver, 60, poll_frequency=0.5).until(lambda d: target.exists() and target.stat().st_size > 0)
