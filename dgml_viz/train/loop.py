@@ -182,18 +182,19 @@ def loss_terms(train_cfg: dict[str, Any]) -> list[LossTerm]:
     terms, so features and keys form before attention is asked to concentrate and to separate.
     """
     t = train_cfg
-    start = int(t.get("attention_start_epoch", 0) or 0)
-    warm = int(t.get("attention_warmup_epochs", 0) or 0)
-
-    def ramp(weight: float, early: float = 0.0) -> WeightSchedule:
-        return WeightSchedule(float(weight), start, warm, float(early))
-
     early = t.get("lambda_div_early")
-    div = WeightSchedule.constant(t["lambda_div"]) if early is None else ramp(t["lambda_div"], early)
+    div = WeightSchedule.constant(t["lambda_div"]) if early is None else attention_ramp(t, t["lambda_div"], early)
     return [DiversityTerm(div, alpha=t["div_alpha"], beta=t["div_beta"], c=t["div_c"]),
-            EntropyTerm(ramp(t.get("lambda_ent", 0.0))),
-            OverlapTerm(ramp(t.get("lambda_overlap", 0.0)), radius=int(t.get("overlap_radius", 0))),
-            SpreadTerm(ramp(t.get("lambda_spread", 0.0)))]
+            EntropyTerm(attention_ramp(t, t.get("lambda_ent", 0.0))),
+            OverlapTerm(attention_ramp(t, t.get("lambda_overlap", 0.0)), radius=int(t.get("overlap_radius", 0))),
+            SpreadTerm(attention_ramp(t, t.get("lambda_spread", 0.0)))]
+
+
+def attention_ramp(train_cfg: dict[str, Any], weight: float, early: float = 0.0) -> WeightSchedule:
+    """``early`` before ``attention_start_epoch``, then a linear ramp to ``weight`` over
+    ``attention_warmup_epochs``: the one phase every scheduled quantity of a recipe follows."""
+    return WeightSchedule(float(weight), int(train_cfg.get("attention_start_epoch", 0) or 0),
+                          int(train_cfg.get("attention_warmup_epochs", 0) or 0), float(early))
 
 
 def temperature_schedule(train_cfg: dict[str, Any], head: nn.Module) -> WeightSchedule | None:
@@ -210,13 +211,13 @@ def temperature_schedule(train_cfg: dict[str, Any], head: nn.Module) -> WeightSc
     if not hasattr(head, "temperature"):
         raise ConfigError(f"train.attention_temperature_early={early}: head {type(head).__name__} has no "
                           "attention temperature; set it to 1")
-    start = int(train_cfg.get("attention_start_epoch", 0) or 0)
-    warm = int(train_cfg.get("attention_warmup_epochs", 0) or 0)
-    if start + warm > int(train_cfg["epochs"]) - 1:  # the saved model (temperature 1) must be the one evaluated
+    schedule = attention_ramp(train_cfg, 1.0, early)
+    reaches_one = schedule.start_epoch + schedule.warmup_epochs
+    if reaches_one > int(train_cfg["epochs"]) - 1:  # the saved model (temperature 1) must be the one evaluated
         raise ConfigError(f"train.attention_temperature_early={early}: the temperature reaches 1 only in epoch "
-                          f"{start + warm + 1} (attention_start_epoch + attention_warmup_epochs + 1) but training "
+                          f"{reaches_one + 1} (attention_start_epoch + attention_warmup_epochs + 1) but training "
                           f"stops after epoch {train_cfg['epochs']}")
-    return WeightSchedule(1.0, start, warm, early)
+    return schedule
 
 
 def build_loss(config: dict[str, Any], num_groups: int, num_classes: int) -> GroupedMetricLoss:

@@ -111,10 +111,11 @@ class GroupedMetricLoss(nn.Module):
         out: LossTerms = {"total": metric, "metric": metric}
         total = metric
         for name, term in self.terms.items():
-            value = term(groups, attention) if term.applies(groups, attention) else groups.new_zeros(())
             if term.applies(groups, attention):
-                total = total + term.weight * value
-            out[name] = value
+                out[name] = term(groups, attention)
+                total = total + term.weight * out[name]
+            else:
+                out[name] = groups.new_zeros(())
         out["total"] = total
         return out
 
