@@ -14,7 +14,6 @@ from dgml_viz.errors import ImageError
 from dgml_viz.index import builder
 from dgml_viz.index.builder import build_index
 from dgml_viz.index.store import open_index
-from dgml_viz.utils import schedule
 
 TRANSFORM = {"size": 16, "resize": 16, "mean": [0.5] * 3, "std": [0.25] * 3, "mode": "full"}
 
@@ -96,7 +95,7 @@ def test_both_schedules_store_the_same_rows(ckpt: Path, tmp_path: Path, monkeypa
     write_images(tmp_path / "imgs", per_class=2, classes=6)
     rows = {}
     for share in (0.0, 1e9):  # 0: always overlapped; 1e9: always phased
-        monkeypatch.setattr(schedule, "PHASED_SHARE", share)
+        monkeypatch.setattr(builder, "PHASED_SHARE", share)
         build_index(ckpt, tmp_path / "imgs", tmp_path / f"ix{share}", batch_size=5, workers=2, progress=False)
         ix = open_index(tmp_path / f"ix{share}")
         rows[share] = (list(ix.paths), np.array(ix.groups), np.array(ix.attention), np.array(ix.info))
