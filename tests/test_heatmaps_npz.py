@@ -1,4 +1,4 @@
-"""``maps.npz`` keeps its format: the fast writer produces the very bytes ``np.savez`` writes, and ``np.load``
+"""``maps.npz`` keeps its format: ``npz_bytes`` produces the very bytes ``np.savez`` writes, and ``np.load``
 reads them back as written."""
 from __future__ import annotations
 
