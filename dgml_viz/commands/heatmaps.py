@@ -229,13 +229,12 @@ def _write_outputs(items: Sequence[tuple[Source, Any, dict[str, np.ndarray], np.
 
     records: list[dict[str, Any]] = []
     staged: list[tuple[Source, dict[str, Any], AtomicBatch, list[str], float]] = []
-    root = os.fspath(out)
     try:
         for src, geometry, panels, maps, embedding in items:
             t0 = time.perf_counter()
             geo = geometry.to_dict()
             files, names = AtomicBatch(), [*(f"{key}.{fmt}" for key in panels), "maps.npz"]
-            folder = os.path.join(root, src.rel)
+            folder = os.fspath(image_dir(out, src.rel))  # one rule for where an image's outputs go
             try:
                 for name, panel in zip(names, panels.values()):
                     files.write(os.path.join(folder, name), encode(panel, fmt))
