@@ -149,3 +149,24 @@ def test_maps_straight_from_the_model_under_inference_mode(backend: str) -> None
     b = render_batch(images, maps, geos, options=RenderOptions(contour=0.5), backend=backend)
     for pa, pb in zip(a, b):
         assert all(np.array_equal(pa[k], pb[k]) for k in pa)
+
+
+def test_dominant_group_loop_equals_the_vectorised_kernel_and_the_reference() -> None:
+    """The CPU loop and the torch kernel (the GPU path, run here on the CPU) give the same winner and
+    value as :func:`dominant_group` + the per-map value of its winner, ties to the first group included."""
+    from dgml_viz.render.batch import _dominant, grid_affine_tensor
+    from dgml_viz.render.composite import dominant_group
+
+    rng = np.random.default_rng(3)
+    raw = torch.from_numpy(rng.integers(0, 4, size=(3, 4, 6, 5)).astype(np.float32))  # many exact ties
+    lo, gain = grid_affine_tensor(raw, "per_map")
+    per_map = ((raw - lo) * gain).clamp(0, 1).numpy()
+    for loop in (True, False):
+        win, top = _dominant(raw, raw, lo, gain, loop=loop)
+        for i in range(3):
+            ref_win, _ = dominant_group(raw[i].numpy())
+            assert np.array_equal(win[i].numpy(), ref_win)
+            assert np.allclose(top[i].numpy(), np.take_along_axis(per_map[i], ref_win[None], 0)[0], atol=1e-6)
+    shared = ((raw - raw.amin((1, 2, 3), keepdim=True)) * 0.5).clamp(0, 1)  # a separate ranking scale
+    assert all(torch.equal(a, b) for a, b in zip(_dominant(shared, raw, lo, gain, loop=True),
+                                                 _dominant(shared, raw, lo, gain, loop=False)))

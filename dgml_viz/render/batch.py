@@ -101,39 +101,79 @@ def _blend_rounded(x: Tensor) -> Tensor:
 
 
 def _upsampled(maps: Tensor, geometry: Geometry, size: tuple[int, int], options: RenderOptions,
-               device: torch.device) -> tuple[dict[str, Tensor], np.ndarray]:
-    """Every normalisation the panels need, upsampled: ``({norm: float32 [n, K, H, W]}, valid bool [H, W])``.
+               device: torch.device) -> tuple[Tensor, tuple[Tensor, Tensor] | None, np.ndarray]:
+    """The overlays' normalisation upsampled, the composite's dominant group and the valid pixels:
+    ``(float32 [n, K, H, W], (winner, its per-map value) | None without a composite, bool [H, W])``
+    (see :func:`_dominant`).
 
     ``"absolute"`` is normalised (clipped) on the grid and then upsampled, as
     :func:`~dgml_viz.render.upsample.upsample_maps` does. ``"per_map"`` / ``"shared"`` are affine maps of
     the raw values, and the resampling weights of each output pixel sum to 1, so the raw maps are
-    upsampled once and each affine is applied after (the same values up to float rounding, half the
-    matrix products when the composite needs both)."""
+    upsampled once and normalised after, in place (the same values up to float rounding). The composite
+    picks its winner on the shared scale: one positive gain per image, so (but where bicubic overshoot
+    is clipped on that scale) the argmax of the raw values, taken before they are overwritten."""
     wy_np, wx_np, valid = _resampling(geometry, tuple(maps.shape[2:]), size, options.interpolation)
     wy, wx = torch.tensor(wy_np, device=device), torch.tensor(wx_np, device=device)
-    norms = [options.norm] + [m for m in ("shared", "per_map") if options.composite and m != options.norm]
+    bicubic = options.interpolation == "bicubic"
 
     def upsample(grid: Tensor) -> Tensor:
         return torch.matmul(torch.matmul(wy, grid), wx.T)  # [n, K', h, w] -> [n, K', H, W]
 
-    values: dict[str, Tensor] = {}
-    affine = [m for m in norms if m != "absolute"]
-    if "absolute" in norms:
-        values["absolute"] = upsample(normalize_grid(maps, "absolute"))
-    if affine:
-        raw = upsample(maps)
-        for i, m in enumerate(affine):
-            lo, gain = grid_affine_tensor(maps, m)
-            v = raw if i == len(affine) - 1 else raw.clone()  # the last normalisation reuses the buffer
-            values[m] = v.sub_(lo).mul_(gain).clamp_(0.0, 1.0)
-    if options.interpolation == "bicubic":
-        for v in values.values():
-            v.clamp_(0.0, 1.0)
-    return values, valid
+    def normalise(raw: Tensor, norm: str) -> Tensor:  # in place, clipped to [0, 1]
+        lo, gain = grid_affine_tensor(maps, norm)
+        return raw.sub_(lo).mul_(gain).clamp_(0.0, 1.0)
+
+    raw = upsample(maps) if options.composite or options.norm != "absolute" else None
+    dominant = shared = None
+    if options.composite:
+        assert raw is not None
+        shared = normalise(raw.clone(), "shared") if bicubic else None  # clipping creates ties: rank on that scale
+        dominant = _dominant(raw if shared is None else shared, raw, *grid_affine_tensor(maps, "per_map"))
+    if options.norm == "absolute":
+        overlay = upsample(normalize_grid(maps, "absolute"))
+        if bicubic:
+            overlay.clamp_(0.0, 1.0)
+    else:
+        assert raw is not None
+        overlay = shared if options.norm == "shared" and shared is not None else normalise(raw, options.norm)
+    return overlay, dominant, valid
 
 
-def _panels_torch(bases: list[np.ndarray], values: dict[str, Tensor], valid_np: np.ndarray, groups: list[int],
-                  options: RenderOptions, device: torch.device) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _dominant(rank: Tensor, raw: Tensor, lo: Tensor, gain: Tensor,
+              loop: bool | None = None) -> tuple[Tensor, Tensor]:
+    """The composite's group per pixel, ``rank [n, K, H, W] -> (winner uint8 [n, H, W], top float32 [n, H, W])``:
+    the argmax of ``rank`` over groups (the first group wins ties, like
+    :func:`~dgml_viz.render.composite.dominant_group`) and the winner's per-map value
+    ``clip((raw - lo) * gain, 0, 1)`` (``lo``, ``gain``: ``[n, K, 1, 1]``). ``loop`` (default: on the CPU):
+    K numpy passes over contiguous planes (a strided torch argmax over dim 1 is ~10x slower there);
+    otherwise torch ops on the tensors' device."""
+    n, k = rank.shape[:2]
+    if not (rank.device.type == "cpu" if loop is None else loop):
+        win = rank.argmax(dim=1, keepdim=True)
+        val = raw.gather(1, win)
+        top = (val - lo.expand_as(raw).gather(1, win)) * gain.expand_as(raw).gather(1, win)
+        return win[:, 0].to(torch.uint8), top[:, 0].clamp_(0.0, 1.0)
+    r, x = rank.numpy(), raw.numpy()
+    best, win = r[:, 0].copy(), np.zeros(r.shape[:1] + r.shape[2:], np.uint8)
+    val = x[:, 0].copy() if r is not x else best  # the winner's raw value (the running maximum when ranked on raw)
+    better = np.empty(win.shape, bool)
+    for g in range(1, k):
+        np.greater(r[:, g], best, out=better)
+        np.copyto(win, np.uint8(g), where=better)
+        if val is not best:
+            np.copyto(val, x[:, g], where=better)
+        np.maximum(best, r[:, g], out=best)
+    lo_np, gain_np = (t.expand(n, k, 1, 1).reshape(n, k).numpy() for t in (lo, gain))
+    top = np.empty(val.shape, np.float32)
+    for i in range(n):  # per image: the winner's affine through a K-entry table
+        np.multiply(val[i] - np.take(lo_np[i], win[i]), np.take(gain_np[i], win[i]), out=top[i])
+    np.clip(top, np.float32(0.0), np.float32(1.0), out=top)
+    return torch.from_numpy(win), torch.from_numpy(top)
+
+
+def _panels_torch(bases: list[np.ndarray], overlay: Tensor, dominant: tuple[Tensor, Tensor] | None,
+                  valid_np: np.ndarray, groups: list[int], options: RenderOptions,
+                  device: torch.device) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Tensor backend (any device): ``(overlays uint8 [n, G, H, W, 3] | None, composites uint8 [n, H, W, 3] | None)``."""
     img = torch.from_numpy(np.stack(bases)).to(device)  # uint8 [n, H, W, 3]
     imgf = img.to(torch.float32)
@@ -145,17 +185,15 @@ def _panels_torch(bases: list[np.ndarray], values: dict[str, Tensor], valid_np: 
     if groups:
         alpha = float(options.alpha)
         colours = torch.from_numpy(colormap_lut(options.cmap).astype(np.float32)).to(device) * alpha  # [256, 3]
-        idx = lut_index(values[options.norm][:, groups])  # [n, G, H, W]
+        idx = lut_index(overlay[:, groups])  # [n, G, H, W]
         panels = _blend_rounded(imgf.unsqueeze(1) * (1.0 - alpha) + colours[idx])  # [n, G, H, W, 3]
         if invalid is not None:
             panels = torch.where(invalid[None, None, :, :, None], background.unsqueeze(1), panels)
         overlays = panels.cpu().numpy()
-    if options.composite:
-        k = values["shared"].shape[1]
-        win = values["shared"].argmax(dim=1, keepdim=True)  # first group wins ties, like dominant_group
-        top = torch.gather(values["per_map"], 1, win)[:, 0]  # [n, H, W]
-        w = (top.clamp(0.0, 1.0) * min(1.0, options.alpha + 0.2)).unsqueeze(-1)  # [n, H, W, 1]
-        cols = torch.from_numpy(group_colors(k).astype(np.float32)).to(device)[win[:, 0]]  # [n, H, W, 3]
+    if dominant is not None:
+        win, top = (t.to(device) for t in dominant)
+        w = (top * min(1.0, options.alpha + 0.2)).unsqueeze(-1)  # [n, H, W, 1]
+        cols = torch.from_numpy(group_colors(overlay.shape[1]).astype(np.float32)).to(device)[win.long()]
         comp = _blend_rounded((imgf * (1.0 - w) + cols * w) / ((1.0 - w) + w + 1e-5))  # cv2.blendLinear
         if invalid is not None:
             comp = torch.where(invalid[None, :, :, None], background, comp)
@@ -163,7 +201,8 @@ def _panels_torch(bases: list[np.ndarray], values: dict[str, Tensor], valid_np: 
     return overlays, composites
 
 
-def _panels_opencv(bases: list[np.ndarray], values: dict[str, Tensor], valid_np: np.ndarray, groups: list[int],
+def _panels_opencv(bases: list[np.ndarray], overlay: Tensor, dominant: tuple[Tensor, Tensor] | None,
+                   valid_np: np.ndarray, groups: list[int],
                    options: RenderOptions) -> tuple[np.ndarray | None, np.ndarray | None]:
     """CPU backend: the reference's OpenCV kernels, each called once on the batch stacked into one tall
     ``[n * H, W]`` image (SIMD, no per-image call overhead). Same outputs as :func:`_panels_torch`."""
@@ -176,7 +215,7 @@ def _panels_opencv(bases: list[np.ndarray], values: dict[str, Tensor], valid_np:
     overlays = composites = None
     if groups:
         lut = np.ascontiguousarray(colormap_lut(options.cmap)[:, None, :])
-        norm = values[options.norm].cpu().numpy()  # [n, K, H, W]
+        norm = overlay.cpu().numpy()  # [n, K, H, W]
         overlays = np.empty((len(groups), n * h, w, 3), np.uint8)
         for j, g in enumerate(groups):  # G calls over the whole batch
             heat = cv2.applyColorMap(to_index(norm[:, g]).reshape(n * h, w), lut)  # [n, H, W] indices: no copy
@@ -184,24 +223,12 @@ def _panels_opencv(bases: list[np.ndarray], values: dict[str, Tensor], valid_np:
             if mask is not None:
                 cv2.copyTo(background, mask, overlays[j])
         overlays = overlays.reshape(len(groups), n, h, w, 3).transpose(1, 0, 2, 3, 4)  # [n, G, H, W, 3] (views)
-    if options.composite:
-        shared, per_map = values["shared"].cpu().numpy(), values["per_map"].cpu().numpy()
-        k = shared.shape[1]
-        win = np.zeros((n, h, w), np.uint8)
-        best, top, better = shared[:, 0].copy(), per_map[:, 0].copy(), np.empty((n, h, w), bool)
-        for g in range(1, k):  # K passes over contiguous planes, first group wins ties (dominant_group)
-            np.greater(shared[:, g], best, out=better)
-            np.copyto(win, np.uint8(g), where=better)
-            np.copyto(top, per_map[:, g], where=better)  # the winner's own strength
-            np.maximum(best, shared[:, g], out=best)
-        np.fmax(top, np.float32(0.0), out=top)  # the blend weight, in place: clip to [0, 1], times the opacity
-        np.fmin(top, np.float32(1.0), out=top)
-        top *= np.float32(min(1.0, options.alpha + 0.2))
-        wgt = top
+    if dominant is not None:
+        win, top = (t.numpy() for t in dominant)
+        wgt = (top * np.float32(min(1.0, options.alpha + 0.2))).reshape(n * h, w)  # the blend weight
         glut = np.zeros((256, 1, 3), np.uint8)
-        glut[:k, 0] = group_colors(k)
+        glut[:overlay.shape[1], 0] = group_colors(overlay.shape[1])
         coloured = cv2.applyColorMap(win.reshape(n * h, w), glut)
-        wgt = wgt.reshape(n * h, w)
         comp = cv2.blendLinear(tall, coloured, 1.0 - wgt, wgt)
         if mask is not None:
             cv2.copyTo(background, mask, comp)
@@ -214,11 +241,11 @@ def _render_group(bases: list[np.ndarray], maps: Tensor, grid_maps: list[np.ndar
                   backend: str) -> list[dict[str, np.ndarray]]:
     """Panels of ``n`` images sharing ``geometry`` and render ``size``; ``maps`` is ``[n, K, h, w]``."""
     n = maps.shape[0]
-    values, valid_np = _upsampled(maps, geometry, size, options, device)
+    overlay, dominant, valid_np = _upsampled(maps, geometry, size, options, device)
     if backend == "opencv":
-        overlays, composites = _panels_opencv(bases, values, valid_np, groups, options)
+        overlays, composites = _panels_opencv(bases, overlay, dominant, valid_np, groups, options)
     else:
-        overlays, composites = _panels_torch(bases, values, valid_np, groups, options, device)
+        overlays, composites = _panels_torch(bases, overlay, dominant, valid_np, groups, options, device)
     out: list[dict[str, np.ndarray]] = [{} for _ in range(n)]
     for i in range(n):
         if overlays is not None:
