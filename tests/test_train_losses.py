@@ -12,8 +12,8 @@ from dgml_viz.model import create_model
 from dgml_viz.train.config import load_config
 from dgml_viz.train.loop import build_param_groups
 from dgml_viz.train.losses import GroupedMetricLoss, MetricSpec
-from dgml_viz.train.terms import (STANDARD_TERMS, DiversityTerm, EntropyTerm, OverlapTerm, SpreadTerm,
-                                  WeightSchedule, diversity_loss)
+from dgml_viz.train.terms import (STANDARD_TERMS, ConsistencyTerm, DiversityTerm, EntropyTerm, OverlapTerm,
+                                  SpreadTerm, WeightSchedule, diversity_loss)
 
 
 def diversity_loop(groups: torch.Tensor, alpha: float, beta: float, c: float) -> torch.Tensor:
@@ -206,6 +206,13 @@ def test_attention_terms_ramp_linearly_over_the_warmup_epochs() -> None:
     assert [_attention(at_once, e)[0] for e in range(4)] == pytest.approx([0, 0, 0.3, 0.3])
 
 
+def test_consistency_weight_follows_the_attention_ramp_or_its_own_early_weight() -> None:
+    base = {"lambda_consistency": 5.0, "attention_start_epoch": 2, "attention_warmup_epochs": 2}
+    assert [_weights(base, e)["consistency"] for e in range(5)] == pytest.approx([0, 0, 0, 2.5, 5])
+    early = {**base, "lambda_consistency_early": 5.0}  # on from the first step
+    assert [_weights(early, e)["consistency"] for e in range(5)] == pytest.approx([5] * 5)
+
+
 def test_weight_schedule_is_the_piecewise_linear_formula() -> None:
     for weight, start, warm, early in ((2.0, 3, 2, 0.0), (0.5, 0, 4, 0.1), (1.0, 2, 0, 0.25), (0.3, 0, 0, 0.3)):
         s = WeightSchedule(weight, start, warm, early)
@@ -233,19 +240,24 @@ def test_loss_term_names_are_unique() -> None:
         GroupedMetricLoss(3, 4, terms=[OverlapTerm(1.0), OverlapTerm(2.0)])
 
 
+def _tiny_recipe(**train: object) -> dict:
+    """A 3-epoch, one-step-per-epoch synthetic recipe (attention terms from epoch 1) plus ``train`` keys."""
+    return {"model": {"backbone": "small_cnn", "groups": 2, "dim": 16, "reduction": 4, "pretrained": False,
+                      "freeze_bn": False, "backbone_kwargs": {"width": 8}},
+            "data": {"name": "synthetic", "size": 32, "resize": 32, "mode": "full", "mean": [0.5] * 3,
+                     "std": [0.25] * 3, "kwargs": {"image_size": 32, "samples_per_class": 2}},
+            "train": {"epochs": 3, "batch_classes": 4, "batch_per_class": 2, "steps_per_epoch": 1, "lr": 1e-3,
+                      "lr_steps": [5], "num_workers": 0, "amp": False, "device": "cpu", "progress": False,
+                      "attention_start_epoch": 1, "attention_warmup_epochs": 0, "eval_every": 3,
+                      "tensorboard": False, **train},
+            "eval": {"nmi": False, "ks": [1]}}
+
+
 def test_diversity_schedule_is_what_the_trainer_uses(tmp_path) -> None:
     from dgml_viz.train import train
 
     seen = []
-    cfg = {"model": {"backbone": "small_cnn", "groups": 2, "dim": 16, "reduction": 4, "pretrained": False,
-                     "freeze_bn": False, "backbone_kwargs": {"width": 8}},
-           "data": {"name": "synthetic", "size": 32, "resize": 32, "mode": "full", "mean": [0.5] * 3,
-                    "std": [0.25] * 3, "kwargs": {"image_size": 32, "samples_per_class": 2}},
-           "train": {"epochs": 3, "batch_classes": 4, "batch_per_class": 2, "steps_per_epoch": 1, "lr": 1e-3,
-                     "lr_steps": [5], "num_workers": 0, "amp": False, "device": "cpu", "progress": False,
-                     "lambda_div": 0.4, "lambda_div_early": 0.1, "attention_start_epoch": 1,
-                     "attention_warmup_epochs": 0, "eval_every": 3, "tensorboard": False},
-           "eval": {"nmi": False, "ks": [1]}}
+    cfg = _tiny_recipe(lambda_div=0.4, lambda_div_early=0.1)
     import dgml_viz.train.loop as loop
 
     original = loop.GroupedMetricLoss.forward
@@ -305,14 +317,19 @@ def test_named_terms_compose_the_total_exactly_as_the_weighted_sum() -> None:
     from dgml_viz.train.losses import TERM_NAMES
 
     groups, labels, logits, att = _grouped_inputs(8, 3, 4, 5, classes=4)
-    weights = (0.3, 0.7, 0.2, 1.5)
-    loss = GroupedMetricLoss(3, 4, terms=[cls(w) for cls, w in zip(STANDARD_TERMS, weights)])
+    weights = (0.3, 0.7, 0.2, 1.5, 4.0)
+    loss = GroupedMetricLoss(3, 4, terms=[cls(w) for cls, w in zip(STANDARD_TERMS, weights, strict=True)])
+    views = att[:5].flip(-1)  # maps of hflipped copies that do not follow the image: consistency > 0
     torch.manual_seed(1)
-    out = loss(groups, labels, att)
+    out = loss(groups, labels, att, views)
     assert list(out) == ["total", *TERM_NAMES] and all(v.dim() == 0 for v in out.values())
     expected = (out["metric"] + 0.3 * out["div"] + 0.7 * out["ent"] + 0.2 * out["overlap"]
-                + 1.5 * out["spread"])
-    assert torch.equal(out["total"], expected)
+                + 1.5 * out["spread"] + 4.0 * out["consistency"])
+    assert torch.equal(out["total"], expected) and out["consistency"] > 0
+    torch.manual_seed(1)
+    no_views = loss(groups, labels, att)  # a term that needs views reads 0 without them
+    assert no_views["consistency"].item() == 0.0
+    assert torch.equal(no_views["total"], expected - 4.0 * out["consistency"])
     # and each term is the independent reference
     torch.manual_seed(1)
     manual = torch.stack([lf(groups[:, g], labels, m(groups[:, g], labels))
@@ -325,8 +342,8 @@ def test_named_terms_compose_the_total_exactly_as_the_weighted_sum() -> None:
     assert out["overlap"].item() == pytest.approx(sum(pairs) / 2, rel=1e-5)
     # weights off: the terms are not computed and read 0
     torch.manual_seed(1)
-    plain = GroupedMetricLoss(3, 4, terms=[cls(0.0) for cls in STANDARD_TERMS])(groups, labels, att)
-    assert [plain[n].item() for n in TERM_NAMES[1:]] == [0.0] * 4
+    plain = GroupedMetricLoss(3, 4, terms=[cls(0.0) for cls in STANDARD_TERMS])(groups, labels, att, views)
+    assert [plain[n].item() for n in TERM_NAMES[1:]] == [0.0] * 5
     assert torch.equal(plain["total"], plain["metric"])
 
 
@@ -356,3 +373,81 @@ def test_attention_temperature_softens_the_maps_and_ramps_to_one() -> None:
         temperature_schedule({**t, "epochs": 7}, head)
     with pytest.raises(ConfigError, match="no attention temperature"):
         temperature_schedule(t, torch.nn.Linear(2, 2))
+
+
+def _one_hot_maps(cells: list[tuple[int, int]], h: int, w: int) -> torch.Tensor:
+    """``[1, K, h, w]`` maps with all mass on one cell ``(row, col)`` per group."""
+    a = torch.zeros(1, len(cells), h, w)
+    for k, (i, j) in enumerate(cells):
+        a[0, k, i, j] = 1.0
+    return a
+
+
+@pytest.mark.parametrize("view, dims", [("rot180", (-2, -1)), ("hflip", (-1,)), ("vflip", (-2,))])
+def test_consistency_term_known_answers(view: str, dims: tuple[int, ...]) -> None:
+    """Maps that follow the flip score 0; maps that stay where they were score the squared distance
+    between a cell centre and its mirror image, written out by hand."""
+    term = ConsistencyTerm(1.0, view=view, images=1)
+    h, w = 5, 8
+    att = _one_hot_maps([(0, 1), (3, 6), (2, 4)], h, w)
+    groups = torch.zeros(1, 3, 4)
+    assert term(groups, att, att.flip(dims)).item() == pytest.approx(0.0, abs=1e-12)
+    expected = []
+    for i, j in ((0, 1), (3, 6), (2, 4)):
+        x, y = (j + 0.5) / w, (i + 0.5) / h
+        dx = (x - (1 - x)) if "h" in view or view == "rot180" else 0.0
+        dy = (y - (1 - y)) if "v" in view or view == "rot180" else 0.0
+        expected.append(dx * dx + dy * dy)
+    assert term(groups, att, att).item() == pytest.approx(sum(expected) / 3, rel=1e-6)
+    images = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).view(2, 3, 4, 6)
+    assert torch.equal(term.view_images(images), images[:1].flip(dims))
+
+
+def test_consistency_separates_a_detector_keyed_at_an_offset_from_a_centred_one() -> None:
+    """The premise of the term, on a real image and a real convolution: a translation-equivariant
+    detector whose kernel sees a disc at an offset (its attention sits next to the disc) is
+    inconsistent under rot180 by about twice that offset; a centred kernel is consistent."""
+    size, r = 48, 5.0
+    yy, xx = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    image = (((xx - 20.0) ** 2 + (yy - 27.0) ** 2) <= r * r).float()[None, None]  # [1, 1, S, S]
+    ky, kx = torch.meshgrid(torch.arange(31) - 15.0, torch.arange(31) - 15.0, indexing="ij")
+
+    def attention(img: torch.Tensor, shift: float) -> torch.Tensor:
+        kernel = torch.exp(-((kx - shift) ** 2 + ky ** 2) / (2 * 2.0 ** 2))[None, None]  # a blob at +shift px
+        response = F.conv2d(img, kernel, padding=15)  # [1, 1, S, S], peaks `shift` px left of the disc
+        return (40.0 * response / response.max()).flatten(1).softmax(-1).view(1, 1, size, size)
+
+    term = ConsistencyTerm(1.0, view="rot180", images=1)
+    groups = torch.zeros(1, 1, 4)
+    for shift, want in ((0.0, 0.0), (6.0, (2 * 6.0 / size) ** 2)):
+        a = attention(image, shift)
+        v = attention(term.view_images(image), shift)
+        assert term(groups, a, v).item() == pytest.approx(want, abs=2e-4)
+
+
+def test_trainer_runs_the_flipped_views_beside_the_batch(tmp_path) -> None:
+    """With lambda_consistency the trainer runs consistency_images flipped copies in the same forward and
+    hands their maps to the loss from the attention start on; the term is logged by name."""
+    import csv
+
+    from dgml_viz.train import train
+
+    seen = []
+    cfg = _tiny_recipe(lambda_consistency=2.0, consistency_images=3)
+    import dgml_viz.train.loop as loop
+
+    original = loop.GroupedMetricLoss.forward
+
+    def spy(self, groups, labels, attention=None, views=None):  # type: ignore[no-untyped-def]
+        seen.append((tuple(groups.shape), None if views is None else tuple(views.shape)))
+        return original(self, groups, labels, attention, views)
+
+    loop.GroupedMetricLoss.forward = spy
+    try:
+        train(cfg, tmp_path / "run")
+    finally:
+        loop.GroupedMetricLoss.forward = original
+    assert [s[0] for s in seen] == [(8, 2, 8)] * 3  # the metric loss sees the batch only
+    assert seen[0][1] is None and seen[1][1] == seen[2][1] == (3, 2, 4, 4)
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert float(rows[0]["consistency_loss"]) == 0.0 and float(rows[2]["consistency_loss"]) > 0.0

@@ -114,6 +114,12 @@ def attention_entropy(attention: Tensor) -> Tensor:
     return ent / math.log(cells) if cells > 1 else torch.zeros_like(ent)
 
 
+def attention_centre(attention: Tensor) -> Tensor:
+    """Centre of mass of each map, ``[N, K, h, w] -> [N, K, 2]`` as ``(x, y)`` in image units: cell
+    centres at ``((j + 0.5) / w, (i + 0.5) / h)``, so a flip of the image maps ``x`` to ``1 - x``."""
+    return _centre_and_spread(attention)[0]
+
+
 def attention_spread(attention: Tensor) -> Tensor:
     """``sum_p a(p) * ||p - mu||^2`` with ``mu = sum_p a(p) * p``: ``[N, K, h, w] -> [N, K]``.
 
@@ -121,6 +127,11 @@ def attention_spread(attention: Tensor) -> Tensor:
     on the grid size: 0 when all mass is on one cell, ``(1 - 1/h^2)/12 + (1 - 1/w^2)/12`` for a
     uniform map, and large for mass split between distant places (a group reading two parts).
     """
+    return _centre_and_spread(attention)[1]
+
+
+def _centre_and_spread(attention: Tensor) -> tuple[Tensor, Tensor]:
+    """``(centre [N, K, 2] as (x, y), spatial variance [N, K])`` of normalised maps, from their marginals."""
     _check_attention(attention)
     a = attention.float()
     a = a / a.flatten(2).sum(dim=-1).clamp_min(1e-12)[..., None, None]
@@ -131,7 +142,7 @@ def attention_spread(attention: Tensor) -> Tensor:
     my, mx = (row * ys).sum(-1), (col * xs).sum(-1)
     vy = (row * ys ** 2).sum(-1) - my ** 2
     vx = (col * xs ** 2).sum(-1) - mx ** 2
-    return (vy + vx).clamp_min(0.0)
+    return torch.stack([mx, my], dim=-1), (vy + vx).clamp_min(0.0)
 
 
 def pair_values(matrix: Tensor) -> Tensor:
@@ -175,4 +186,4 @@ def per_group_query_hits(groups: Tensor, labels: Tensor | np.ndarray | list[int]
 
 
 __all__ = ["histogram_intersection", "top_mass_mask", "top_mass_iou", "group_cosine", "attention_entropy",
-           "pair_values", "pair_names", "per_query_hits", "per_group_query_hits"]
+           "pair_values", "pair_names", "per_query_hits", "per_group_query_hits", "attention_centre", "attention_spread"]

@@ -55,7 +55,8 @@ from dgml_viz.train.distributed import (
     init_distributed,
 )
 from dgml_viz.train.losses import GroupedMetricLoss, MetricSpec
-from dgml_viz.train.terms import DiversityTerm, EntropyTerm, LossTerm, OverlapTerm, SpreadTerm, WeightSchedule
+from dgml_viz.train.terms import (ConsistencyTerm, DiversityTerm, EntropyTerm, LossTerm, OverlapTerm, SpreadTerm,
+                                  WeightSchedule)
 from dgml_viz.utils.atomic import atomic_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -187,7 +188,9 @@ def loss_terms(train_cfg: dict[str, Any]) -> list[LossTerm]:
     return [DiversityTerm(div, alpha=t["div_alpha"], beta=t["div_beta"], c=t["div_c"]),
             EntropyTerm(attention_ramp(t, t.get("lambda_ent", 0.0))),
             OverlapTerm(attention_ramp(t, t.get("lambda_overlap", 0.0)), radius=int(t.get("overlap_radius", 0))),
-            SpreadTerm(attention_ramp(t, t.get("lambda_spread", 0.0)))]
+            SpreadTerm(attention_ramp(t, t.get("lambda_spread", 0.0))),
+            ConsistencyTerm(attention_ramp(t, t.get("lambda_consistency", 0.0), t.get("lambda_consistency_early") or 0.0),
+                            view=t.get("consistency_view", "rot180"), images=int(t.get("consistency_images", 16)))]
 
 
 def attention_ramp(train_cfg: dict[str, Any], weight: float, early: float = 0.0) -> WeightSchedule:
@@ -460,9 +463,12 @@ class _Trainer:
             labels = batch["label"].to(self.device, non_blocking=True)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
+            views = self.loss.view_images(images)  # flipped copies a consistency term compares, or None
             with autocast(self.device, self.amp):
-                out = self.net(images)
-            res = self.loss(out.groups.float(), labels, out.attention)
+                out = self.net(images if views is None else torch.cat([images, views]))
+            b, att = len(labels), out.attention
+            res = self.loss(out.groups[:b].float(), labels, None if att is None else att[:b],
+                            None if att is None or views is None else att[b:])
             self.optimizer.zero_grad(set_to_none=True)
             res["total"].backward()
             average_gradients(loss_params, self.info)

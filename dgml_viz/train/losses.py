@@ -76,7 +76,8 @@ class GroupedMetricLoss(nn.Module):
         metric: the metric loss (:class:`MetricSpec`).
         terms: regularising terms (:mod:`dgml_viz.train.terms`), added in this order; names unique.
 
-    ``forward(groups [B, K, d], labels [B], attention [B, K, h, w] | None) -> LossTerms``: a dict of
+    ``forward(groups [B, K, d], labels [B], attention [B, K, h, w] | None, views [m, K, h, w] | None)
+    -> LossTerms`` (``views``: the maps of :meth:`view_images`, for a term that compares them): a dict of
     scalar tensors, ``"total" = metric + sum_t t.weight * t(groups, attention)`` and each unweighted
     term by name (``"metric"`` first; a term that does not apply — weight 0, or no maps for an
     attention term — is not computed and reads 0). :meth:`set_epoch` moves every term's weight
@@ -89,6 +90,8 @@ class GroupedMetricLoss(nn.Module):
         names = [t.name for t in terms]
         if len(set(names)) != len(names) or "metric" in names or "total" in names:
             raise ValueError(f"loss term names must be unique and not metric/total, got {names}")
+        if sum(t.needs_views for t in terms) > 1:
+            raise ValueError(f"at most one term may compare views, got {names}")
         self.metric = metric
         pairs = [metric.build(num_classes) for _ in range(num_groups if metric.on == "groups" else 1)]
         self.losses = nn.ModuleList(p[0] for p in pairs)
@@ -100,7 +103,17 @@ class GroupedMetricLoss(nn.Module):
         """Every term's weight for 0-based ``epoch``: ``{name: weight}``."""
         return {name: term.set_epoch(epoch) for name, term in self.terms.items()}
 
-    def forward(self, groups: Tensor, labels: Tensor, attention: Tensor | None = None) -> LossTerms:
+    def view_images(self, images: Tensor) -> Tensor | None:
+        """The transformed copies of some of ``images`` ``[B, C, H, W]`` that a term with a weight > 0 this
+        epoch compares them with (:attr:`LossTerm.needs_views`), or ``None``: the trainer runs them beside
+        the batch and passes their maps back as ``views``. At most one such term per loss."""
+        for term in self.terms.values():
+            if term.needs_views and term.weight > 0:
+                return term.view_images(images)
+        return None
+
+    def forward(self, groups: Tensor, labels: Tensor, attention: Tensor | None = None,
+                views: Tensor | None = None) -> LossTerms:
         groups = groups.float()
         if self.metric.on == "groups":
             embs = list(groups.unbind(1))
@@ -111,8 +124,8 @@ class GroupedMetricLoss(nn.Module):
         out: LossTerms = {"total": metric, "metric": metric}
         total = metric
         for name, term in self.terms.items():
-            if term.applies(groups, attention):
-                out[name] = term(groups, attention)
+            if term.applies(groups, attention, views):
+                out[name] = term(groups, attention, views) if term.needs_views else term(groups, attention)
                 total = total + term.weight * out[name]
             else:
                 out[name] = groups.new_zeros(())

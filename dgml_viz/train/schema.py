@@ -241,6 +241,16 @@ class TrainConfig(_Section):
     metric_on: str = setting("groups", "groups = one metric loss per group (DESIGN.md); concat = one on the "
                                        "retrieval embedding", one_of("groups", "concat"))
     lambda_spread: float = setting(0.0, "attention spatial-variance weight (0 = off)", NON_NEGATIVE)
+    lambda_consistency: float = setting(0.0, "flip-consistency weight from attention_start_epoch on (ramping with "
+                                             "the attention terms): each group's centre of mass on a flipped copy "
+                                             "of an image, mirrored back, matches the image's (0 = off; costs a "
+                                             "forward of consistency_images more images per step)", NON_NEGATIVE)
+    lambda_consistency_early: float | None = setting(None, "flip-consistency weight before attention_start_epoch, "
+                                                           "ramping to lambda_consistency with the attention terms "
+                                                           "(null = 0: off until they start)", optional(NON_NEGATIVE))
+    consistency_view: str = setting("rot180", "the flip of the consistency term: rot180 (both axes), hflip, vflip",
+                                    one_of("rot180", "hflip", "vflip"))
+    consistency_images: int = setting(16, "images of each batch the consistency term flips", POSITIVE_INT)
     attention_temperature_early: float = setting(1.0, "softmax temperature of the attention logits before "
                                                       "attention_start_epoch, ramping to 1 with the attention "
                                                       "terms (1 = off; > 1 keeps the maps soft while the plain "

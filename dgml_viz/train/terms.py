@@ -15,6 +15,10 @@ them, the attention maps ``[B, K, h, w]``; its current weight comes from its
 * :class:`SpreadTerm`: mean spatial variance of each map around its centre of mass
   (:func:`dgml_viz.metrics.diversity.attention_spread`): mass split between two distant parts costs
   much more than mass spread over the cells of one part.
+* :class:`ConsistencyTerm`: attention follows the image under a flip — the centre of mass of each
+  group's map on a flipped copy, mirrored back, is that of the image's own map (the equivariance
+  constraint of unsupervised landmark learning). It reads a second batch of *views*
+  (:meth:`ConsistencyTerm.view_images`) that the trainer runs beside the images.
 
 The attention terms are unsupervised: they see only the model's own maps, never part masks.
 """
@@ -27,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dgml_viz.metrics.diversity import attention_entropy, attention_spread, histogram_intersection, pair_values
+from dgml_viz.metrics.diversity import (attention_centre, attention_entropy, attention_spread,
+                                       histogram_intersection, pair_values)
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,9 @@ class LossTerm(nn.Module):
     name: ClassVar[str]
     #: whether the term reads attention maps (skipped, reading 0, for heads without them)
     needs_attention: ClassVar[bool] = True
+    #: whether the term compares the images with transformed copies (:meth:`view_images`); its
+    #: forward then takes the copies' maps as ``views``
+    needs_views: ClassVar[bool] = False
 
     def __init__(self, schedule: WeightSchedule | float) -> None:
         super().__init__()
@@ -84,9 +92,10 @@ class LossTerm(nn.Module):
         self.weight = self.schedule(epoch)
         return self.weight
 
-    def applies(self, groups: Tensor, attention: Tensor | None) -> bool:
-        """Whether the term is computed for these inputs (weight > 0, maps present when needed)."""
-        return self.weight > 0 and (attention is not None or not self.needs_attention)
+    def applies(self, groups: Tensor, attention: Tensor | None, views: Tensor | None = None) -> bool:
+        """Whether the term is computed for these inputs (weight > 0, maps and views present when needed)."""
+        return (self.weight > 0 and (attention is not None or not self.needs_attention)
+                and (views is not None or not self.needs_views))
 
     def extra_repr(self) -> str:
         return f"weight={self.weight}, schedule={self.schedule}"
@@ -150,8 +159,8 @@ class OverlapTerm(LossTerm):
         super().__init__(schedule)
         self.radius = int(radius)
 
-    def applies(self, groups: Tensor, attention: Tensor | None) -> bool:
-        return super().applies(groups, attention) and groups.shape[1] > 1
+    def applies(self, groups: Tensor, attention: Tensor | None, views: Tensor | None = None) -> bool:
+        return super().applies(groups, attention, views) and groups.shape[1] > 1
 
     def forward(self, groups: Tensor, attention: Tensor | None = None) -> Tensor:
         assert attention is not None
@@ -172,8 +181,54 @@ class SpreadTerm(LossTerm):
         return attention_spread(attention).mean()
 
 
+#: the flips a :class:`ConsistencyTerm` can use: the image dims each reverses, and the centre
+#: coordinates (``0`` = x, ``1`` = y) it mirrors (``c -> 1 - c``)
+VIEWS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "hflip": ((-1,), (0,)), "vflip": ((-2,), (1,)), "rot180": ((-2, -1), (0, 1))}
+
+
+class ConsistencyTerm(LossTerm):
+    """Mean squared distance between each group's centre of mass on an image and, mirrored back, on
+    its flipped copy (image side = 1; :func:`~dgml_viz.metrics.diversity.attention_centre`).
+
+    Why: convolutional features are translation-equivariant, so a query can key on a part seen at
+    any fixed offset inside its receptive field and sit *next to* the part (the metric loss does not
+    mind). A flip turns that offset into its mirror image, so the only consistent place is the part
+    itself: ``rot180`` fixes both axes, ``hflip`` / ``vflip`` one (``hflip`` for photos whose
+    objects are left-right symmetric, e.g. birds).
+
+    Args:
+        schedule: the weight.
+        view: one of :data:`VIEWS`.
+        images: how many of the batch's images get a flipped copy (the first ones).
+    """
+
+    name = "consistency"
+    needs_views = True
+
+    def __init__(self, schedule: WeightSchedule | float, view: str = "rot180", images: int = 16) -> None:
+        super().__init__(schedule)
+        if view not in VIEWS:
+            raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
+        if images < 1:
+            raise ValueError(f"images must be >= 1, got {images}")
+        self.view, self.images = view, int(images)
+
+    def view_images(self, images: Tensor) -> Tensor:
+        """``[B, C, H, W]`` -> the flipped first ``min(B, images)``: ``[m, C, H, W]``."""
+        return torch.flip(images[: self.images], dims=VIEWS[self.view][0])
+
+    def forward(self, groups: Tensor, attention: Tensor | None = None, views: Tensor | None = None) -> Tensor:
+        assert attention is not None and views is not None
+        mine = attention_centre(attention[: views.shape[0]])  # [m, K, 2]
+        mirrored = torch.zeros(2, device=views.device)
+        mirrored[list(VIEWS[self.view][1])] = 1.0
+        back = mirrored + (1.0 - 2.0 * mirrored) * attention_centre(views)  # c -> 1 - c on the flipped axes
+        return (mine - back).pow(2).sum(-1).mean()
+
+
 #: the terms every recipe builds (weight 0 = off), in the order their weighted values are added
-STANDARD_TERMS: tuple[type[LossTerm], ...] = (DiversityTerm, EntropyTerm, OverlapTerm, SpreadTerm)
+STANDARD_TERMS: tuple[type[LossTerm], ...] = (DiversityTerm, EntropyTerm, OverlapTerm, SpreadTerm, ConsistencyTerm)
 
 __all__ = ["WeightSchedule", "LossTerm", "diversity_loss", "DiversityTerm", "EntropyTerm", "OverlapTerm",
-           "SpreadTerm", "STANDARD_TERMS"]
+           "SpreadTerm", "ConsistencyTerm", "VIEWS", "STANDARD_TERMS"]
