@@ -38,11 +38,13 @@ from dgml_viz.utils.atomic import atomic_write_text  # noqa: E402
 logger = logging.getLogger("demo_train")
 
 MACHINE = "2-core CPU dev box, no GPU, shared with other jobs"
+#: the softmax temperature of the plain phase is a knob of the attentive head only (the others have none)
+NO_TEMPERATURE = "train.attention_temperature_early=1"
 HEADS = {  # name -> CLI overrides (same recipe, same steps)
     "attentive (ours)": [],
-    "gap": ["model.head=gap", "model.groups=1"],
-    "multi_linear": ["model.head=multi_linear"],
-    "gate": ["model.head=gate"],
+    "gap": ["model.head=gap", "model.groups=1", NO_TEMPERATURE],
+    "multi_linear": ["model.head=multi_linear", NO_TEMPERATURE],
+    "gate": ["model.head=gate", NO_TEMPERATURE],
 }
 TARGETS = {
     "synthetic": {"ckpt": "demo.pt", "card": "demo.md", "json": "demo_metrics.json", "subset_per_class": 8},
@@ -151,6 +153,9 @@ def write_card(name: str, rows: dict[str, dict[str, Any]], subset: dict[str, Any
         lines += ["| group | " + " | ".join(f"part {p}" for p in range(len(loc['mass'][0]))) + " |",
                   "|---|" + "---|" * len(loc["mass"][0])]
         lines += [f"| {g} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for g, row in enumerate(loc["mass"])]
+    seeds = ROOT / "bench" / f"demo_seeds_{name}.md"  # the recipe on other seeds (bench/seeds.py), when measured
+    if seeds.exists():
+        lines += ["", seeds.read_text().strip()]
     lines += ["", "## Ours vs baselines (same recipe and the same `train.time_budget_s` wall-clock budget; held-out classes)", "", table(rows),
               "Baseline commands:", ""]
     lines += [f"- {k}: `{r['time']['command']}`" for k, r in rows.items()]
