@@ -115,8 +115,8 @@ def attention_entropy(attention: Tensor) -> Tensor:
 
 
 def attention_centre(attention: Tensor) -> Tensor:
-    """Centre of mass of each map, ``[N, K, h, w] -> [N, K, 2]`` as ``(x, y)`` in image units: cell
-    centres at ``((j + 0.5) / w, (i + 0.5) / h)``, so a flip of the image maps ``x`` to ``1 - x``."""
+    """Centre of mass ``(y, x)`` of each map in units of the grid side, ``[N, K, h, w] -> [N, K, 2]``:
+    cell centres at ``((i + 0.5) / h, (j + 0.5) / w)``, so a flip of the image maps ``x`` to ``1 - x``."""
     return _centre_and_spread(attention)[0]
 
 
@@ -131,7 +131,7 @@ def attention_spread(attention: Tensor) -> Tensor:
 
 
 def _centre_and_spread(attention: Tensor) -> tuple[Tensor, Tensor]:
-    """``(centre [N, K, 2] as (x, y), spatial variance [N, K])`` of normalised maps, from their marginals."""
+    """``(centre [N, K, 2] as (y, x), spatial variance [N, K])`` of normalised maps, from their marginals."""
     _check_attention(attention)
     a = attention.float()
     a = a / a.flatten(2).sum(dim=-1).clamp_min(1e-12)[..., None, None]
@@ -142,7 +142,7 @@ def _centre_and_spread(attention: Tensor) -> tuple[Tensor, Tensor]:
     my, mx = (row * ys).sum(-1), (col * xs).sum(-1)
     vy = (row * ys ** 2).sum(-1) - my ** 2
     vx = (col * xs ** 2).sum(-1) - mx ** 2
-    return torch.stack([mx, my], dim=-1), (vy + vx).clamp_min(0.0)
+    return torch.stack([my, mx], dim=-1), (vy + vx).clamp_min(0.0)
 
 
 def pair_values(matrix: Tensor) -> Tensor:

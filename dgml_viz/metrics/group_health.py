@@ -72,7 +72,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dgml_viz.metrics.diversity import attention_entropy, group_cosine, histogram_intersection, pair_values
+from dgml_viz.metrics.diversity import (attention_centre, attention_entropy, group_cosine, histogram_intersection,
+                                       pair_values)
 from dgml_viz.metrics.diversity import per_group_query_hits
 
 logger = logging.getLogger(__name__)
@@ -258,16 +259,9 @@ def cross_image_overlap(attention: Tensor, rounds: int = PAIR_ROUNDS, seed: int 
 
 
 def attention_centres(attention: Tensor) -> Tensor:
-    """Centre of mass ``(y, x)`` of each map in units of the grid side: ``[N, K, h, w] -> [N, K, 2]``.
-
-    Cell centres are at ``((i + 0.5) / h, (j + 0.5) / w)``.
-    """
-    a = attention.float()
-    a = a / a.flatten(2).sum(-1).clamp_min(1e-12)[..., None, None]
-    h, w = a.shape[-2:]
-    ys = (torch.arange(h, dtype=a.dtype) + 0.5) / h
-    xs = (torch.arange(w, dtype=a.dtype) + 0.5) / w
-    return torch.stack([(a.sum(-1) * ys).sum(-1), (a.sum(-2) * xs).sum(-1)], dim=-1)
+    """Centre of mass ``(y, x)`` of each map in units of the grid side: ``[N, K, h, w] -> [N, K, 2]``
+    (:func:`dgml_viz.metrics.diversity.attention_centre`; cell centres at ``((i + 0.5) / h, (j + 0.5) / w)``)."""
+    return attention_centre(attention)
 
 
 def centre_mobility(attention: Tensor) -> Tensor:

@@ -467,8 +467,9 @@ class _Trainer:
             with autocast(self.device, self.amp):
                 out = self.net(images if views is None else torch.cat([images, views]))
             b, att = len(labels), out.attention
-            res = self.loss(out.groups[:b].float(), labels, None if att is None else att[:b],
-                            None if att is None or views is None else att[b:])
+            groups, mine = out.groups[:b].float(), None if att is None else att[:b]
+            res = (self.loss(groups, labels, mine) if views is None or att is None  # a loss may not take views
+                   else self.loss(groups, labels, mine, att[b:]))
             self.optimizer.zero_grad(set_to_none=True)
             res["total"].backward()
             average_gradients(loss_params, self.info)

@@ -182,9 +182,9 @@ class SpreadTerm(LossTerm):
 
 
 #: the flips a :class:`ConsistencyTerm` can use: the image dims each reverses, and the centre
-#: coordinates (``0`` = x, ``1`` = y) it mirrors (``c -> 1 - c``)
+#: coordinates (``0`` = y, ``1`` = x) it mirrors (``c -> 1 - c``)
 VIEWS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    "hflip": ((-1,), (0,)), "vflip": ((-2,), (1,)), "rot180": ((-2, -1), (0, 1))}
+    "hflip": ((-1,), (1,)), "vflip": ((-2,), (0,)), "rot180": ((-2, -1), (0, 1))}
 
 
 class ConsistencyTerm(LossTerm):
