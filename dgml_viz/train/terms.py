@@ -181,10 +181,9 @@ class SpreadTerm(LossTerm):
         return attention_spread(attention).mean()
 
 
-#: the flips a :class:`ConsistencyTerm` can use: the image dims each reverses, and the centre
-#: coordinates (``0`` = y, ``1`` = x) it mirrors (``c -> 1 - c``)
-VIEWS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    "hflip": ((-1,), (1,)), "vflip": ((-2,), (0,)), "rot180": ((-2, -1), (0, 1))}
+#: the flips a :class:`ConsistencyTerm` can use: the image dims each reverses (``-2`` = y, ``-1`` = x;
+#: the same axes mirror the ``(y, x)`` centres, ``c -> 1 - c``)
+VIEWS: dict[str, tuple[int, ...]] = {"hflip": (-1,), "vflip": (-2,), "rot180": (-2, -1)}
 
 
 class ConsistencyTerm(LossTerm):
@@ -216,13 +215,13 @@ class ConsistencyTerm(LossTerm):
 
     def view_images(self, images: Tensor) -> Tensor:
         """``[B, C, H, W]`` -> the flipped first ``min(B, images)``: ``[m, C, H, W]``."""
-        return torch.flip(images[: self.images], dims=VIEWS[self.view][0])
+        return torch.flip(images[: self.images], dims=VIEWS[self.view])
 
     def forward(self, groups: Tensor, attention: Tensor | None = None, views: Tensor | None = None) -> Tensor:
         assert attention is not None and views is not None
         mine = attention_centre(attention[: views.shape[0]])  # [m, K, 2]
         mirrored = torch.zeros(2, device=views.device)
-        mirrored[list(VIEWS[self.view][1])] = 1.0
+        mirrored[[d + 2 for d in VIEWS[self.view]]] = 1.0  # image dim -2 / -1 -> centre coordinate 0 (y) / 1 (x)
         back = mirrored + (1.0 - 2.0 * mirrored) * attention_centre(views)  # c -> 1 - c on the flipped axes
         return (mine - back).pow(2).sum(-1).mean()
 
