@@ -451,3 +451,26 @@ def test_trainer_runs_the_flipped_views_beside_the_batch(tmp_path) -> None:
     assert seen[0][1] is None and seen[1][1] == seen[2][1] == (3, 2, 4, 4)
     rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
     assert float(rows[0]["consistency_loss"]) == 0.0 and float(rows[2]["consistency_loss"]) > 0.0
+
+
+def test_trainer_runs_no_flipped_views_for_a_head_without_maps(tmp_path) -> None:
+    """A consistency weight on a head without spatial maps (gap) costs no extra forward: no flipped copies are made."""
+    from dgml_viz.train import train
+
+    cfg = _tiny_recipe(lambda_consistency=2.0, consistency_images=3)
+    cfg["model"].update(head="gap", groups=1)
+    made = []
+    import dgml_viz.train.loop as loop
+
+    original = loop.GroupedMetricLoss.view_images
+
+    def spy(self, images):  # type: ignore[no-untyped-def]
+        made.append(images.shape[0])
+        return original(self, images)
+
+    loop.GroupedMetricLoss.view_images = spy
+    try:
+        train(cfg, tmp_path / "run")
+    finally:
+        loop.GroupedMetricLoss.view_images = original
+    assert made == []

@@ -44,6 +44,7 @@ from dgml_viz.data.train_transforms import build_transforms
 from dgml_viz.errors import CheckpointError, ConfigError, DatasetError
 from dgml_viz.inference import autocast, infer, model_device
 from dgml_viz.model.checkpoint import check_state_fits
+from dgml_viz.model.heads.registry import spatial_maps
 from dgml_viz.metrics.retrieval import retrieval_metrics
 from dgml_viz.train.config import config_from_dict, dump_config
 from dgml_viz.train.distributed import (
@@ -398,6 +399,8 @@ class _Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss = build_loss(cfg, self.model.num_groups, self.num_classes).to(self.device)
         self.temperature = temperature_schedule(t, self.model.head)
+        #: flipped copies are only worth a forward when the head has maps a view term can compare
+        self.has_maps = spatial_maps(self.model.head) is not None
         self.optimizer = torch.optim.Adam(build_param_groups(self.model, self.loss, t))
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=list(t["lr_steps"]),
                                                               gamma=float(t["gamma"]))
@@ -463,7 +466,7 @@ class _Trainer:
             labels = batch["label"].to(self.device, non_blocking=True)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            views = self.loss.view_images(images)  # flipped copies a consistency term compares, or None
+            views = self.loss.view_images(images) if self.has_maps else None  # flipped copies a term compares
             with autocast(self.device, self.amp):
                 out = self.net(images if views is None else torch.cat([images, views]))
             b, att = len(labels), out.attention
