@@ -117,6 +117,24 @@ def test_lut_index_is_to_index() -> None:
     assert np.array_equal(lut_index(torch.from_numpy(v)).numpy(), to_index(v).astype(np.int64))
 
 
+def test_fused_lut_index_is_to_index_of_the_normalised_values() -> None:
+    """The OpenCV backend's one-pass index == to_index(clip((v - lo) * gain)) but at exact half-level
+    ties (1 level, round half to even); clipping, NaN -> 0 and a constant map (gain 0) included."""
+    from dgml_viz.render.batch import _lut_indices
+
+    v = (RNG.random((3, 40, 50), dtype=np.float32) * 1.4 - 0.2)  # bicubic-like over/undershoot of [0, 1]
+    v[1, 0, :4] = [np.nan, 2.0, -1.0, 0.5]  # upsampled finite grids: no inf reaches it
+    lo, gain = np.float32([0.0, 0.1, 0.3]), np.float32([1.0, 1.25, 0.0])
+    got = _lut_indices(v, lo, gain)
+    ref = to_index(np.clip((v - lo[:, None, None]) * gain[:, None, None], 0, 1))
+    diff = np.abs(got.astype(int) - ref)
+    assert got.dtype == np.uint8 and diff.max() <= 1 and (diff > 0).mean() < 1e-3
+    assert got[1, 0, 0] == 0 and got[1, 0, 1] == 255 and got[1, 0, 2] == 0 and (got[2] == 0).all()
+    ties = np.float32([0.5, 1.5, 2.5, 3.5]) / 255  # exactly half a level above an integer (as float32 allows)
+    t = _lut_indices(ties[None, None], np.float32([0.0]), np.float32([1.0]))[0, 0]
+    assert np.abs(t.astype(int) - to_index(ties)).max() <= 1
+
+
 def test_rejects_bad_inputs() -> None:
     images, geos = _batch([(40, 30)] * 2, CROP)
     maps = _maps(2)

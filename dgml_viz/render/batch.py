@@ -16,7 +16,9 @@ The arithmetic is the reference's, step by step: normalise on the grid
 matrices (:func:`~dgml_viz.render.geometry.interpolation_matrix`), LUT index
 ``floor(255 v + 0.5)`` (:func:`~dgml_viz.render.heatmap.to_index`), the blend
 ``round((1 - a) image + a colour)`` of ``cv2.addWeighted`` and the per-pixel blend of the
-composite; only the order of float additions in the matrix products differs.
+composite; only the order of float additions in the matrix products differs, and the OpenCV
+backend's LUT index, which folds the normalisation into one rounding pass (exact half-level ties
+round to even: 1 level off on ~2e-5 of the pixels).
 
 Example:
     >>> from dgml_viz.data.transforms import compute_geometry
@@ -41,7 +43,7 @@ from torch import Tensor
 from dgml_viz.data.transforms import Geometry
 from dgml_viz.render.composite import group_colors
 from dgml_viz.render.geometry import INTERPOLATIONS, grid_affine, grid_to_original, interpolation_matrix, valid_mask
-from dgml_viz.render.heatmap import colormap_lut, draw_contour, invalid_background, to_index, top_p_mask
+from dgml_viz.render.heatmap import colormap_lut, draw_contour, invalid_background, top_p_mask
 from dgml_viz.render.panels import RenderOptions, output_size
 from dgml_viz.render.upsample import NORMS, absolute_vmax
 
@@ -101,42 +103,57 @@ def _blend_rounded(x: Tensor) -> Tensor:
 
 
 def _upsampled(maps: Tensor, geometry: Geometry, size: tuple[int, int], options: RenderOptions,
-               device: torch.device) -> tuple[Tensor, tuple[Tensor, Tensor] | None, np.ndarray]:
-    """The overlays' normalisation upsampled, the composite's dominant group and the valid pixels:
-    ``(float32 [n, K, H, W], (winner, its per-map value) | None without a composite, bool [H, W])``
-    (see :func:`_dominant`).
+               device: torch.device) -> tuple[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor] | None, np.ndarray]:
+    """The maps upsampled, the affine that normalises them for the overlays, the composite's dominant group
+    and the valid pixels: ``(values float32 [n, K, H, W], (lo, gain) broadcastable to [n, K, 1, 1],
+    (winner, its per-map value) | None without a composite, bool [H, W])``; an overlay's value is
+    ``clip((values - lo) * gain, 0, 1)`` (:func:`overlay_values`; the OpenCV backend folds it into the LUT
+    index, see :func:`_lut_indices`). ``values`` may be overwritten by the caller.
 
     ``"absolute"`` is normalised (clipped) on the grid and then upsampled, as
-    :func:`~dgml_viz.render.upsample.upsample_maps` does. ``"per_map"`` / ``"shared"`` are affine maps of
-    the raw values, and the resampling weights of each output pixel sum to 1, so the raw maps are
-    upsampled once and normalised after, in place (the same values up to float rounding). The composite
-    picks its winner on the shared scale: one positive gain per image, so (but where bicubic overshoot
-    is clipped on that scale) the argmax of the raw values, taken before they are overwritten."""
+    :func:`~dgml_viz.render.upsample.upsample_maps` does (its affine is the identity). ``"per_map"`` /
+    ``"shared"`` are affine maps of the raw values, and the resampling weights of each output pixel sum to
+    1, so the raw maps are upsampled once and normalised after (the same values up to float rounding). The
+    composite picks its winner on the shared scale: one positive gain per image, so (but where bicubic
+    overshoot is clipped on that scale) the argmax of the raw values."""
     wy_np, wx_np, valid = _resampling(geometry, tuple(maps.shape[2:]), size, options.interpolation)
     wy, wx = torch.tensor(wy_np, device=device), torch.tensor(wx_np, device=device)
-    bicubic = options.interpolation == "bicubic"
 
     def upsample(grid: Tensor) -> Tensor:
         return torch.matmul(torch.matmul(wy, grid), wx.T)  # [n, K', h, w] -> [n, K', H, W]
 
-    def normalise(raw: Tensor, norm: str) -> Tensor:  # in place, clipped to [0, 1]
-        lo, gain = grid_affine_tensor(maps, norm)
-        return raw.sub_(lo).mul_(gain).clamp_(0.0, 1.0)
-
     raw = upsample(maps) if options.composite or options.norm != "absolute" else None
-    dominant = shared = None
+    dominant = None
     if options.composite:
         assert raw is not None
-        shared = normalise(raw.clone(), "shared") if bicubic else None  # clipping creates ties: rank on that scale
-        dominant = _dominant(raw if shared is None else shared, raw, *grid_affine_tensor(maps, "per_map"))
+        rank = raw  # bicubic overshoot clipped on the shared scale creates ties: rank on that scale
+        if options.interpolation == "bicubic":
+            rank = overlay_values(raw.clone(), *grid_affine_tensor(maps, "shared"))
+        dominant = _dominant(rank, raw, *grid_affine_tensor(maps, "per_map"))
     if options.norm == "absolute":
-        overlay = upsample(normalize_grid(maps, "absolute"))
-        if bicubic:
-            overlay.clamp_(0.0, 1.0)
-    else:
-        assert raw is not None
-        overlay = shared if options.norm == "shared" and shared is not None else normalise(raw, options.norm)
-    return overlay, dominant, valid
+        identity = (torch.zeros((), dtype=torch.float32, device=device), torch.ones((), dtype=torch.float32, device=device))
+        return upsample(normalize_grid(maps, "absolute")), identity, dominant, valid
+    assert raw is not None
+    return raw, grid_affine_tensor(maps, options.norm), dominant, valid
+
+
+def overlay_values(values: Tensor, lo: Tensor, gain: Tensor) -> Tensor:
+    """``clip((values - lo) * gain, 0, 1)``, in place on ``values [n, K, H, W]`` (``lo``, ``gain``
+    broadcastable: ``[n, K, 1, 1]``)."""
+    return values.sub_(lo).mul_(gain).clamp_(0.0, 1.0)
+
+
+def _lut_indices(values: np.ndarray, lo: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """``uint8 [n, H, W]`` LUT indices of one group's overlay values, ``values float32 [n, H, W]`` with
+    per-image ``lo``, ``gain`` ``[n]``: :func:`~dgml_viz.render.heatmap.to_index` of
+    :func:`overlay_values` in one OpenCV pass per image, ``saturate(round(255 gain values - 255 gain lo))``
+    (the clip to ``[0, 1]`` is the saturation, NaN -> 0; the values are finite: upsampled grids); only exact half-level ties can round to the
+    other neighbour (round half to even instead of up), 1 level off on ~2e-5 of the pixels."""
+    out = np.empty(values.shape, np.uint8)
+    for i in range(values.shape[0]):
+        g = 255.0 * float(gain[i])
+        cv2.addWeighted(values[i], g, values[i], 0.0, -g * float(lo[i]), dst=out[i], dtype=cv2.CV_8U)
+    return out
 
 
 def _dominant(rank: Tensor, raw: Tensor, lo: Tensor, gain: Tensor,
@@ -155,7 +172,7 @@ def _dominant(rank: Tensor, raw: Tensor, lo: Tensor, gain: Tensor,
         return win[:, 0].to(torch.uint8), top[:, 0].clamp_(0.0, 1.0)
     r, x = rank.numpy(), raw.numpy()
     best, win = r[:, 0].copy(), np.zeros(r.shape[:1] + r.shape[2:], np.uint8)
-    val = x[:, 0].copy() if r is not x else best  # the winner's raw value (the running maximum when ranked on raw)
+    val = best if rank is raw else x[:, 0].copy()  # the winner's raw value (the running maximum when ranked on raw)
     better = np.empty(win.shape, bool)
     for g in range(1, k):
         np.greater(r[:, g], best, out=better)
@@ -164,16 +181,18 @@ def _dominant(rank: Tensor, raw: Tensor, lo: Tensor, gain: Tensor,
             np.copyto(val, x[:, g], where=better)
         np.maximum(best, r[:, g], out=best)
     lo_np, gain_np = (t.expand(n, k, 1, 1).reshape(n, k).numpy() for t in (lo, gain))
+    table = np.zeros((2, 256), np.float32)  # per image: the winner's lo and gain through a 256-entry LUT
     top = np.empty(val.shape, np.float32)
-    for i in range(n):  # per image: the winner's affine through a K-entry table
-        np.multiply(val[i] - np.take(lo_np[i], win[i]), np.take(gain_np[i], win[i]), out=top[i])
+    for i in range(n):
+        table[0, :k], table[1, :k] = lo_np[i], gain_np[i]
+        cv2.multiply(cv2.subtract(val[i], cv2.LUT(win[i], table[0])), cv2.LUT(win[i], table[1]), dst=top[i])
     np.clip(top, np.float32(0.0), np.float32(1.0), out=top)
     return torch.from_numpy(win), torch.from_numpy(top)
 
 
-def _panels_torch(bases: list[np.ndarray], overlay: Tensor, dominant: tuple[Tensor, Tensor] | None,
-                  valid_np: np.ndarray, groups: list[int], options: RenderOptions,
-                  device: torch.device) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _panels_torch(bases: list[np.ndarray], values: Tensor, affine: tuple[Tensor, Tensor],
+                  dominant: tuple[Tensor, Tensor] | None, valid_np: np.ndarray, groups: list[int],
+                  options: RenderOptions, device: torch.device) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Tensor backend (any device): ``(overlays uint8 [n, G, H, W, 3] | None, composites uint8 [n, H, W, 3] | None)``."""
     img = torch.from_numpy(np.stack(bases)).to(device)  # uint8 [n, H, W, 3]
     imgf = img.to(torch.float32)
@@ -185,7 +204,8 @@ def _panels_torch(bases: list[np.ndarray], overlay: Tensor, dominant: tuple[Tens
     if groups:
         alpha = float(options.alpha)
         colours = torch.from_numpy(colormap_lut(options.cmap).astype(np.float32)).to(device) * alpha  # [256, 3]
-        idx = lut_index(overlay[:, groups])  # [n, G, H, W]
+        lo, gain = (t.expand(values.shape[0], values.shape[1], 1, 1)[:, groups] for t in affine)
+        idx = lut_index(overlay_values(values[:, groups], lo, gain))  # [n, G, H, W]
         panels = _blend_rounded(imgf.unsqueeze(1) * (1.0 - alpha) + colours[idx])  # [n, G, H, W, 3]
         if invalid is not None:
             panels = torch.where(invalid[None, None, :, :, None], background.unsqueeze(1), panels)
@@ -193,7 +213,7 @@ def _panels_torch(bases: list[np.ndarray], overlay: Tensor, dominant: tuple[Tens
     if dominant is not None:
         win, top = (t.to(device) for t in dominant)
         w = (top * min(1.0, options.alpha + 0.2)).unsqueeze(-1)  # [n, H, W, 1]
-        cols = torch.from_numpy(group_colors(overlay.shape[1]).astype(np.float32)).to(device)[win.long()]
+        cols = torch.from_numpy(group_colors(values.shape[1]).astype(np.float32)).to(device)[win.long()]
         comp = _blend_rounded((imgf * (1.0 - w) + cols * w) / ((1.0 - w) + w + 1e-5))  # cv2.blendLinear
         if invalid is not None:
             comp = torch.where(invalid[None, :, :, None], background, comp)
@@ -201,8 +221,8 @@ def _panels_torch(bases: list[np.ndarray], overlay: Tensor, dominant: tuple[Tens
     return overlays, composites
 
 
-def _panels_opencv(bases: list[np.ndarray], overlay: Tensor, dominant: tuple[Tensor, Tensor] | None,
-                   valid_np: np.ndarray, groups: list[int],
+def _panels_opencv(bases: list[np.ndarray], values: Tensor, affine: tuple[Tensor, Tensor],
+                   dominant: tuple[Tensor, Tensor] | None, valid_np: np.ndarray, groups: list[int],
                    options: RenderOptions) -> tuple[np.ndarray | None, np.ndarray | None]:
     """CPU backend: the reference's OpenCV kernels, each called once on the batch stacked into one tall
     ``[n * H, W]`` image (SIMD, no per-image call overhead). Same outputs as :func:`_panels_torch`."""
@@ -215,10 +235,11 @@ def _panels_opencv(bases: list[np.ndarray], overlay: Tensor, dominant: tuple[Ten
     overlays = composites = None
     if groups:
         lut = np.ascontiguousarray(colormap_lut(options.cmap)[:, None, :])
-        norm = overlay.cpu().numpy()  # [n, K, H, W]
+        vals = values.cpu().numpy()  # [n, K, H, W]
+        lo, gain = (t.expand(n, vals.shape[1], 1, 1).reshape(n, -1).cpu().numpy() for t in affine)
         overlays = np.empty((len(groups), n * h, w, 3), np.uint8)
         for j, g in enumerate(groups):  # G calls over the whole batch
-            heat = cv2.applyColorMap(to_index(norm[:, g]).reshape(n * h, w), lut)  # [n, H, W] indices: no copy
+            heat = cv2.applyColorMap(_lut_indices(vals[:, g], lo[:, g], gain[:, g]).reshape(n * h, w), lut)
             cv2.addWeighted(tall, 1.0 - options.alpha, heat, options.alpha, 0.0, dst=overlays[j])
             if mask is not None:
                 cv2.copyTo(background, mask, overlays[j])
@@ -227,7 +248,7 @@ def _panels_opencv(bases: list[np.ndarray], overlay: Tensor, dominant: tuple[Ten
         win, top = (t.numpy() for t in dominant)
         wgt = (top * np.float32(min(1.0, options.alpha + 0.2))).reshape(n * h, w)  # the blend weight
         glut = np.zeros((256, 1, 3), np.uint8)
-        glut[:overlay.shape[1], 0] = group_colors(overlay.shape[1])
+        glut[:values.shape[1], 0] = group_colors(values.shape[1])
         coloured = cv2.applyColorMap(win.reshape(n * h, w), glut)
         comp = cv2.blendLinear(tall, coloured, 1.0 - wgt, wgt)
         if mask is not None:
@@ -241,11 +262,11 @@ def _render_group(bases: list[np.ndarray], maps: Tensor, grid_maps: list[np.ndar
                   backend: str) -> list[dict[str, np.ndarray]]:
     """Panels of ``n`` images sharing ``geometry`` and render ``size``; ``maps`` is ``[n, K, h, w]``."""
     n = maps.shape[0]
-    overlay, dominant, valid_np = _upsampled(maps, geometry, size, options, device)
+    values, affine, dominant, valid_np = _upsampled(maps, geometry, size, options, device)
     if backend == "opencv":
-        overlays, composites = _panels_opencv(bases, overlay, dominant, valid_np, groups, options)
+        overlays, composites = _panels_opencv(bases, values, affine, dominant, valid_np, groups, options)
     else:
-        overlays, composites = _panels_torch(bases, overlay, dominant, valid_np, groups, options, device)
+        overlays, composites = _panels_torch(bases, values, affine, dominant, valid_np, groups, options, device)
     out: list[dict[str, np.ndarray]] = [{} for _ in range(n)]
     for i in range(n):
         if overlays is not None:
