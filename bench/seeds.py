@@ -69,6 +69,8 @@ def row(seed: int, m: dict[str, Any], t: dict[str, float]) -> str:
 
 
 def main() -> int:
+    from dgml_viz.utils.atomic import atomic_write_text
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--runs", default="runs/seeds", help="folder for the runs and seeds.json")
@@ -89,7 +91,7 @@ def main() -> int:
             t = train_seed(seed, args.overrides, run_dir, args.threads)
         m = measure(run_dir / "last.pt")
         results[str(seed)] = {"metrics": m, "time": t, "overrides": args.overrides, "meets": verdict(m)}
-        out_path.write_text(json.dumps(results, indent=1, default=float))
+        atomic_write_text(out_path, json.dumps(results, indent=1, default=float))  # a killed sweep keeps its seeds
         print(row(seed, m, t), flush=True)
     met = sum(1 for s in args.seeds if results[str(s)]["meets"])
     print(f"\n{met} of {len(args.seeds)} seeds meet every criterion")
