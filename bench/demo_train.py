@@ -40,11 +40,13 @@ logger = logging.getLogger("demo_train")
 MACHINE = "2-core CPU dev box, no GPU, shared with other jobs"
 #: the softmax temperature of the plain phase is a knob of the attentive head only (the others have none)
 NO_TEMPERATURE = "train.attention_temperature_early=1"
+#: so is re-seeding a duplicated group (a fresh query): off for the heads without queries
+NO_RESEED = "train.reseed_overlap=null"
 HEADS = {  # name -> CLI overrides (same recipe, same steps)
     "attentive (ours)": [],
-    "gap": ["model.head=gap", "model.groups=1", NO_TEMPERATURE],
-    "multi_linear": ["model.head=multi_linear", NO_TEMPERATURE],
-    "gate": ["model.head=gate", NO_TEMPERATURE],
+    "gap": ["model.head=gap", "model.groups=1", NO_TEMPERATURE, NO_RESEED],
+    "multi_linear": ["model.head=multi_linear", NO_TEMPERATURE, NO_RESEED],
+    "gate": ["model.head=gate", NO_TEMPERATURE, NO_RESEED],
 }
 TARGETS = {
     "synthetic": {"ckpt": "demo.pt", "card": "demo.md", "json": "demo_metrics.json", "subset_per_class": 8},

@@ -61,11 +61,20 @@ def verdict(m: dict[str, Any]) -> bool:
                 and loc["min_pointing"] >= 0.9 and loc["distinct"])
 
 
-def row(seed: int, m: dict[str, Any], t: dict[str, float]) -> str:
+def reseeds(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's re-seeded groups (``train.reseed_overlap``), from its ``last_state.pt``."""
+    from dgml_viz.train.loop import load_state
+
+    state = run_dir / "last_state.pt"
+    return list(load_state(state).get("reseeds") or []) if state.exists() else []
+
+
+def row(seed: int, m: dict[str, Any], t: dict[str, float], reseeded: list[dict[str, Any]] | None = None) -> str:
     loc = m["localisation"]
+    done = "; ".join(f"after {r['epoch']}: group {r['group']} ({r['overlap']:.3f})" for r in reseeded or []) or "none"
     return (f"| {seed} | {m['recall@1']:.3f} | {', '.join(f'{s:.2f}' for s in loc['share'])} | "
             f"{loc['min_ratio']:.1f} | {', '.join(f'{s:.2f}' for s in loc['pointing'])} | {loc['distinct']} | "
-            f"{t['wall_s']:.0f} | {'**meets**' if verdict(m) else 'fails'} |")
+            f"{done} | {t['wall_s']:.0f} | {'**meets**' if verdict(m) else 'fails'} |")
 
 
 def main() -> int:
@@ -82,17 +91,20 @@ def main() -> int:
     runs.mkdir(parents=True, exist_ok=True)
     out_path = runs / "seeds.json"
     results: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
-    print("| seed | R@1 | share per group | share/area (min) | pointing per group | distinct | wall s | verdict |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| seed | R@1 | share per group | share/area (min) | pointing per group | distinct | re-seed (after epoch: "
+          "group, blurred overlap) | wall s | verdict |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for seed in args.seeds:
         run_dir = runs / f"seed{seed}"
         t = results.get(str(seed), {}).get("time", {"wall_s": float("nan"), "cpu_s": float("nan")})
         if not args.measure_only:
             t = train_seed(seed, args.overrides, run_dir, args.threads)
         m = measure(run_dir / "last.pt")
-        results[str(seed)] = {"metrics": m, "time": t, "overrides": args.overrides, "meets": verdict(m)}
+        done = reseeds(run_dir)
+        results[str(seed)] = {"metrics": m, "time": t, "overrides": args.overrides, "meets": verdict(m),
+                              "reseeds": done}
         atomic_write_text(out_path, json.dumps(results, indent=1, default=float))  # a killed sweep keeps its seeds
-        print(row(seed, m, t), flush=True)
+        print(row(seed, m, t, done), flush=True)
     met = sum(1 for s in args.seeds if results[str(s)]["meets"])
     print(f"\n{met} of {len(args.seeds)} seeds meet every criterion")
     return 0

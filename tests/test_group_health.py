@@ -122,6 +122,36 @@ def test_identical_groups_are_duplicates() -> None:
         assert line.startswith("groups 0 and 1 duplicated") and "share 1.000" in line and "cosine 1.000" in line
 
 
+def test_two_sharp_maps_on_neighbouring_cells_are_a_duplicate() -> None:
+    """The failure of a v6 synthetic run (seed 3, 2 threads): two groups on neighbouring cells of one
+    part — maps that share no cell (overlap 0) and vectors kept apart (cosine < 0), yet one place."""
+    g, a, y = healthy()
+    one_hot = torch.zeros(len(g), H, W)
+    centres = torch.randint(1, H - 2, (len(g), 2), generator=torch.Generator().manual_seed(4))
+    for i, (cy, cx) in enumerate(centres.tolist()):
+        one_hot[i, cy, cx] = 1.0
+    a[:, 0] = one_hot
+    a[:, 1] = torch.roll(one_hot, 1, dims=-1)  # the cell to its right
+    a[:, 2] = torch.roll(one_hot, (H // 2, W // 2), dims=(-2, -1))  # far away
+    h = group_health(g, a, y)
+    (pair,) = [p for p in h.pairs if p.pair == (0, 1)]
+    assert pair.attention_overlap == 0.0 and pair.local
+    assert pair.centre_distance == pytest.approx(1 / W)  # one cell of the grid
+    assert h.duplicates == [(0, 1)], h.reasons
+    (line,) = [r for r in h.reasons if r.startswith("groups 0 and 1")]
+    assert "lie 0.125 of the grid apart" in line and "one place" in line
+    # explicit loop: median distance of the centres of mass
+    c = GH.attention_centres(a)
+    loop = float(np.median([float(torch.linalg.norm(c[n, 0] - c[n, 2])) for n in range(len(g))]))
+    (far,) = [p for p in h.pairs if p.pair == (0, 2)]
+    assert far.centre_distance == pytest.approx(loop, abs=1e-6) and far.centre_distance > GH.DUPLICATE_DISTANCE
+    # broad maps with the same centre are left to the other signals (not "one place")
+    b = a.clone()
+    b[:, 0] = b[:, 1] = 1.0 / (H * W)
+    (broad,) = [p for p in group_health(g, b, y).pairs if p.pair == (0, 1)]
+    assert broad.centre_distance == pytest.approx(0.0, abs=1e-6) and broad.local is False
+
+
 def test_same_ranking_in_other_coordinates_is_a_duplicate() -> None:
     """Group 1 = group 0 rotated: different vectors (cosine ~0) and maps, the same image ranking."""
     g, a, y = healthy(d=16)

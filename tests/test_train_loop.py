@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -45,6 +45,18 @@ def tiny_config(root: Path, **over: Any) -> dict[str, Any]:
              "eval.batch_size": 16}
     items.update(over)
     return load_config(None, [(k, v) for k, v in items.items()])
+
+
+class Killed(Exception):
+    """Stands in for a run killed between two epochs."""
+
+
+def kill_after(last: int) -> Callable[[int, torch.nn.Module, dict], None]:
+    """An ``on_epoch_end`` that kills the run once epoch ``last`` (1-based) is written."""
+    def f(epoch: int, model: torch.nn.Module, row: dict) -> None:
+        if epoch == last:
+            raise Killed
+    return f
 
 
 @pytest.fixture(scope="module")
@@ -92,16 +104,8 @@ def test_resume_after_kill_is_bit_exact(folder: Path, tmp_path: Path) -> None:
     cfg = tiny_config(folder, **{"train.epochs": 3, "train.steps_per_epoch": 2, "train.lr_steps": [2],
                                  "eval.nmi": False, "train.eval_every": 2})
     full = train(cfg, tmp_path / "full")
-
-    class Killed(Exception):
-        pass
-
-    def kill_after_2(epoch: int, model: torch.nn.Module, row: dict) -> None:
-        if epoch == 2:
-            raise Killed
-
     with pytest.raises(Killed):
-        train(cfg, tmp_path / "cut", on_epoch_end=kill_after_2)
+        train(cfg, tmp_path / "cut", on_epoch_end=kill_after(2))
     assert load_state(tmp_path / "cut" / "last_state.pt")["epoch"] == 2
     trained_epochs: list[int] = []
     resumed = train(cfg, tmp_path / "cut", resume=True, on_epoch_end=lambda e, m, r: trained_epochs.append(e))

@@ -31,6 +31,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from dgml_viz.metrics.retrieval import knn
@@ -55,6 +56,24 @@ def histogram_intersection(attention: Tensor) -> Tensor:
     _check_attention(attention)
     a = attention.float().flatten(2)  # [N, K, P]
     return torch.minimum(a[:, :, None, :], a[:, None, :, :]).sum(dim=-1)
+
+
+def neighbourhood_overlap(attention: Tensor, radius: int = 0) -> Tensor:
+    """:func:`histogram_intersection` of the maps box-filtered over ``(2r+1) x (2r+1)`` cells first
+    (``radius`` r; 0 = the maps themselves): two groups on neighbouring cells, whose receptive fields
+    see the same object, share mass.
+
+    Args:
+        attention: ``[N, K, h, w]``, each map summing to 1 (near the edges the filter averages over
+            the cells inside the grid, so a filtered map sums to about 1, exactly 1 away from the edges).
+
+    Returns:
+        ``[N, K, K]``.
+    """
+    att = attention.float()
+    if radius > 0:
+        att = F.avg_pool2d(att, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+    return histogram_intersection(att)
 
 
 def top_mass_mask(attention: Tensor, mass: float = 0.5) -> Tensor:

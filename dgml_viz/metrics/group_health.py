@@ -34,6 +34,12 @@ per group
                               a centred dataset keeps some parts in place);
 per pair of groups
   ``attention_overlap``       mean histogram intersection of the two maps of one image;
+  ``centre_distance``         median over images of the distance between the two maps'
+                              centres of mass (units of the grid side), reported with
+                              ``local``: whether both maps are compact (RMS radius below
+                              :data:`DUPLICATE_DISTANCE`), so that near centres mean one place.
+                              Two sharp maps on neighbouring cells of one object share no
+                              cell (overlap 0) yet read the same part;
   ``cosine``                  mean cosine of the two group vectors of one image;
   ``similarity_correlation``  Pearson correlation of the two groups' image-to-image
                               cosine matrices (off-diagonal): 1 when both groups rank
@@ -51,6 +57,7 @@ Verdicts (thresholds: the module constants below, each with its reason):
   image-independence signal fires (e.g. a group that always reads the same
   cells but whose values still carry the class): not dead, but not a part detector.
 * **duplicates** — pairs ``(i, j)`` with attention overlap ``>= DUPLICATE_OVERLAP``,
+  compact maps whose centres lie within ``DUPLICATE_DISTANCE`` of each other,
   cosine ``>= DUPLICATE_COSINE`` or similarity correlation ``>= DUPLICATE_RANKING``.
 
 Every flag comes with one reason line naming the signal, its value and the threshold.
@@ -72,8 +79,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dgml_viz.metrics.diversity import (attention_centre, attention_entropy, group_cosine, histogram_intersection,
-                                       pair_values)
+from dgml_viz.metrics.diversity import (attention_centre, attention_entropy, attention_spread, group_cosine,
+                                       histogram_intersection, pair_values)
 from dgml_viz.metrics.diversity import per_group_query_hits
 
 logger = logging.getLogger(__name__)
@@ -108,6 +115,12 @@ STATIC_OVERLAP = 0.6
 #: than half of each group's attention falls on the same cells. The "distinct features" claim of the
 #: report asks the mean over pairs to stay below 0.5; demo pairs: 0.000.
 DUPLICATE_OVERLAP = 0.5
+#: median distance between two groups' centres of mass below this fraction of the grid side, both maps
+#: compact (RMS radius below it too): the two read one place. A v6 synthetic run that failed (seed 3 at
+#: 2 threads, two groups on neighbouring cells of the blue part, overlap 0.000, cosine -0.20) has 0.155;
+#: its distinct pairs and the demo's are 0.57-0.64 apart. Broad maps (a uniform map's RMS radius is 0.41)
+#: are left to the other signals.
+DUPLICATE_DISTANCE = 0.2
 #: mean cosine of two groups' vectors of one image at or above this: nearly the same vector (groups
 #: of the attentive head share their value projection, so identical maps give cosine 1).
 DUPLICATE_COSINE = 0.9
@@ -125,7 +138,7 @@ THRESHOLDS: dict[str, float] = {
     "min_queries": MIN_QUERIES,
     "constant_embedding": CONSTANT_EMBEDDING, "uniform_entropy": UNIFORM_ENTROPY,
     "static_overlap": STATIC_OVERLAP, "duplicate_overlap": DUPLICATE_OVERLAP,
-    "duplicate_cosine": DUPLICATE_COSINE, "duplicate_ranking": DUPLICATE_RANKING,
+    "duplicate_distance": DUPLICATE_DISTANCE, "duplicate_cosine": DUPLICATE_COSINE, "duplicate_ranking": DUPLICATE_RANKING,
 }
 
 
@@ -153,6 +166,8 @@ class PairSignals:
     attention_overlap: float | None
     cosine: float
     similarity_correlation: float | None
+    centre_distance: float | None = None
+    local: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -480,18 +495,29 @@ def _pair_signals(groups: Tensor, attention: Tensor | None, seed: int, notes: li
         return pairs, duplicates
     cos = pair_values(group_cosine(groups)).mean(0).tolist()
     ov = pair_values(histogram_intersection(attention)).mean(0).tolist() if attention is not None else None
+    dist: list[float] | None = None
+    local: list[bool] | None = None
+    if attention is not None:
+        c = attention_centre(attention)  # [N, K, 2]
+        dist = pair_values((c[:, :, None] - c[:, None]).norm(dim=-1)).median(0).values.tolist()
+        compact = (attention_spread(attention).mean(0).sqrt() < DUPLICATE_DISTANCE).tolist()  # [K]
     sc = pair_values(similarity_correlation(groups, seed=seed)[None])[0].tolist() if n >= 3 else None
     if sc is None:
         notes.append("similarity correlation needs at least 3 images")
     i_idx, j_idx = torch.triu_indices(k, k, offset=1)
     for p, (i, j) in enumerate(zip(i_idx.tolist(), j_idx.tolist())):
         ps = PairSignals(pair=(i, j), attention_overlap=_f(ov[p]) if ov else None, cosine=float(cos[p]),
-                         similarity_correlation=_f(sc[p]) if sc else None)
+                         similarity_correlation=_f(sc[p]) if sc else None,
+                         centre_distance=_f(dist[p]) if dist else None,
+                         local=bool(compact[i] and compact[j]) if dist else None)
         pairs.append(ps)
         why = []
         if ps.attention_overlap is not None and ps.attention_overlap >= DUPLICATE_OVERLAP:
             why.append(f"their maps of one image share {ps.attention_overlap:.3f} of their mass "
                        f"(>= {DUPLICATE_OVERLAP})")
+        if ps.local and ps.centre_distance is not None and ps.centre_distance < DUPLICATE_DISTANCE:
+            why.append(f"their compact maps of one image lie {ps.centre_distance:.3f} of the grid apart "
+                       f"(median; < {DUPLICATE_DISTANCE}): one place")
         if ps.cosine >= DUPLICATE_COSINE:
             why.append(f"their vectors of one image have cosine {ps.cosine:.3f} (>= {DUPLICATE_COSINE})")
         if ps.similarity_correlation is not None and ps.similarity_correlation >= DUPLICATE_RANKING:
@@ -506,4 +532,4 @@ def _pair_signals(groups: Tensor, attention: Tensor | None, seed: int, notes: li
 __all__ = ["GroupHealth", "GroupSignals", "PairSignals", "group_health", "retrieval_vs_chance",
            "separation_auc", "embedding_consistency", "cross_image_overlap", "attention_centres", "centre_mobility",
            "similarity_correlation", "THRESHOLDS", "CHANCE_LIFT", "CHANCE_Z", "SEPARATION_ALIVE", "MIN_QUERIES", "CONSTANT_EMBEDDING",
-           "UNIFORM_ENTROPY", "STATIC_OVERLAP", "DUPLICATE_OVERLAP", "DUPLICATE_COSINE", "DUPLICATE_RANKING"]
+           "UNIFORM_ENTROPY", "STATIC_OVERLAP", "DUPLICATE_OVERLAP", "DUPLICATE_DISTANCE", "DUPLICATE_COSINE", "DUPLICATE_RANKING"]

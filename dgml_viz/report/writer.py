@@ -171,16 +171,19 @@ def health_html(models: dict[str, dict[str, Any]], primary: str) -> str:
         if gh["pairs"]:
             dup = {tuple(p) for p in gh["duplicates"]}
             parts.append(f"<h3>Per pair ({html.escape(primary)})</h3>" + _table(
-                ["pair", "verdict", "attention overlap", "cosine", "similarity correlation"],
+                ["pair", "verdict", "attention overlap", "centre distance", "cosine", "similarity correlation"],
                 [[f"{p['pair'][0]}-{p['pair'][1]}", "duplicated" if tuple(p["pair"]) in dup else "ok",
-                  _num(p["attention_overlap"]), _num(p["cosine"]), _num(p["similarity_correlation"])]
+                  _num(p["attention_overlap"]),
+                  _num(p.get("centre_distance")) + ("" if p.get("local") in (None, True) else " (broad maps)"),
+                  _num(p["cosine"]), _num(p["similarity_correlation"])]
                  for p in gh["pairs"]]))
         t = gh["thresholds"]
         parts.append(f"<p>Dead: retrieval of the group's slice near chance (Recall@1 &lt; {t['chance_lift']}x chance "
                      f"or z &lt; {t['chance_z']}, and same-class pair AUC &lt; {t['separation_alive']}); without "
                      f"labels: embedding consistency &ge; {t['constant_embedding']}, entropy &ge; "
                      f"{t['uniform_entropy']} or cross-image overlap &ge; {t['static_overlap']}. Duplicated: attention "
-                     f"overlap &ge; {t['duplicate_overlap']}, cosine &ge; {t['duplicate_cosine']} or similarity "
+                     f"overlap &ge; {t['duplicate_overlap']}, compact maps whose centres lie less than "
+                     f"{t.get('duplicate_distance', 'n/a')} of the grid apart (median), cosine &ge; {t['duplicate_cosine']} or similarity "
                      f"correlation &ge; {t['duplicate_ranking']}.</p>")
     return "".join(parts) if len(parts) > 1 else ""
 

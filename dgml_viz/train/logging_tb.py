@@ -295,7 +295,8 @@ class TrainingMonitor:
 
     def log_epoch(self, step: int, terms: Mapping[str, float], lrs: Mapping[str, float],
                   row: Mapping[str, Any]) -> None:
-        """Loss terms by name, learning rate per optimizer group, speed."""
+        """Loss terms by name, learning rate per optimizer group, speed; a re-seeded group
+        (``train.reseed_overlap``) as ``reseed/group`` and ``reseed/overlap`` at its epoch."""
         for name, value in terms.items():
             self.writer.add_scalar(f"loss/{name}", value, step)
         for name, lr in lrs.items():
@@ -303,6 +304,9 @@ class TrainingMonitor:
         for key in ("images_per_s", "epoch_time_s"):
             if key in row:
                 self.writer.add_scalar(f"speed/{key}", float(row[key]), step)
+        for key, tag in (("reseeded_group", "reseed/group"), ("reseed_overlap", "reseed/overlap")):
+            if key in row:
+                self.writer.add_scalar(tag, float(row[key]), step)
 
     def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
         """Retrieval metrics of an evaluation (per-group ones under ``eval_group/``)."""

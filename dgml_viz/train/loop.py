@@ -56,6 +56,7 @@ from dgml_viz.train.distributed import (
     init_distributed,
 )
 from dgml_viz.train.losses import GroupedMetricLoss, MetricSpec
+from dgml_viz.train.reseed import Reseed, check_reseedable, find_duplicate, group_temperatures, most_overlapping_pair
 from dgml_viz.train.terms import (ConsistencyTerm, DiversityTerm, EntropyTerm, LossTerm, OverlapTerm, SpreadTerm,
                                   WeightSchedule)
 from dgml_viz.utils.atomic import atomic_path, atomic_write_text
@@ -399,6 +400,9 @@ class _Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss = build_loss(cfg, self.model.num_groups, self.num_classes).to(self.device)
         self.temperature = temperature_schedule(t, self.model.head)
+        check_reseedable(self.model.head, t)
+        self.reseeds: list[Reseed] = []
+        self._probe: Tensor | None = None
         #: flipped copies are only worth a forward when the head has maps a view term can compare
         self.has_maps = spatial_maps(self.model.head) is not None
         self.optimizer = torch.optim.Adam(build_param_groups(self.model, self.loss, t))
@@ -438,14 +442,71 @@ class _Trainer:
         self.history = list(state["history"])
         self.best = dict(state["best"])
         self.last_metrics = dict(state.get("last_metrics") or {})
+        self.reseeds = [Reseed.from_dict(d) for d in state.get("reseeds") or []]
         if state.get("rng_torch") is not None:
             torch.set_rng_state(state["rng_torch"])
         logger.info("resumed %s at epoch %d (step %d)", self.run_dir, self.epoch, self.step)
 
     def set_temperature(self, epoch: int) -> None:
-        """The head's attention temperature for 0-based ``epoch`` (:func:`temperature_schedule`)."""
-        if self.temperature is not None:
-            self.model.head.temperature = self.temperature(epoch)
+        """The head's attention temperature for 0-based ``epoch`` (:func:`temperature_schedule`; a re-seeded
+        group's own ramp, :func:`~dgml_viz.train.reseed.group_temperatures`)."""
+        base = self.temperature(epoch) if self.temperature is not None else None
+        if self.reseeds:
+            t = self.cfg["train"]
+            base = group_temperatures(1.0 if base is None else base, self.reseeds, epoch,
+                                      float(t["attention_temperature_early"]), int(t["reseed_warmup_epochs"]),
+                                      self.model.num_groups)
+        if base is not None:
+            self.model.head.temperature = base
+
+    # -- re-seeding a duplicated group (train.reseed_overlap; dgml_viz.train.reseed)
+    def reseed_probe(self) -> Tensor:
+        """``[M, 3, H, W]`` fixed training images (evenly spaced, drawn under a fixed seed so every rank and
+        every call sees the same ones, without touching the training RNG)."""
+        if self._probe is None:
+            t = self.cfg["train"]
+            n = len(self.train_ds)
+            m = min(int(t["reseed_probe_images"]), n)
+            idx = [i * n // m for i in range(m)]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(t["seed"]))
+                self._probe = collate_items([self.train_ds[i] for i in idx])["image"]
+        return self._probe.to(self.device)
+
+    def maybe_reseed(self) -> Reseed | None:
+        """After 1-based epoch ``self.epoch`` of ``train.reseed_epochs``: re-seed the less peaked group of a
+        pair whose blurred maps overlap above ``train.reseed_overlap`` (once per run)."""
+        t = self.cfg["train"]
+        if t["reseed_overlap"] is None or self.reseeds or self.epoch not in t["reseed_epochs"]:
+            return None
+        head = self.model.head
+        was, saved = self.model.training, head.temperature
+        self.model.eval()
+        head.temperature = 1.0  # the maps the trained model will have
+        try:
+            with torch.no_grad(), autocast(self.device, self.amp):
+                att = self.model(self.reseed_probe()).attention
+        finally:
+            head.temperature = saved
+            self.model.train(was)
+        assert att is not None  # check_reseedable: the head has maps
+        found = find_duplicate(att.float().cpu(), int(t["overlap_radius"]), float(t["reseed_overlap"]), self.epoch)
+        if found is None:
+            i, j, ov = most_overlapping_pair(att.float().cpu(), int(t["overlap_radius"]))
+            logger.info("epoch %d: no duplicated groups (largest blurred overlap %.3f, groups %d-%d; re-seed above "
+                        "%.3f)", self.epoch, ov, i, j, float(t["reseed_overlap"]))
+            return None
+        gen = torch.Generator().manual_seed(int(t["seed"]) * 1009 + self.epoch)
+        for param in head.reset_group(found.group, gen):
+            state = self.optimizer.state.get(param) or {}
+            if "exp_avg" in state:  # stale momentum would pull the fresh query back onto the old part
+                state["exp_avg"][found.group].zero_()
+        self.reseeds.append(found)
+        logger.info("epoch %d: groups %d and %d share %.3f of their blurred attention: group %d re-seeded (fresh "
+                    "query, temperature %.3g ramping to 1 over %d epochs)", self.epoch, found.partner, found.group,
+                    found.overlap, found.group, float(t["attention_temperature_early"]),
+                    int(t["reseed_warmup_epochs"]))
+        return found
 
     # -- one epoch
     def train_epoch(self, deadline: float | None) -> tuple[dict[str, float], bool]:
@@ -526,6 +587,7 @@ class _Trainer:
                     loss={k: v.detach().cpu() for k, v in self.loss.state_dict().items()},
                     optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                     history=self.history, best=self.best, last_metrics=self.last_metrics,
+                    reseeds=[r.to_dict() for r in self.reseeds],
                     sampler_epoch=self.sampler.epoch, config=self.cfg, rng_torch=torch.get_rng_state())
 
     def start_monitor(self) -> None:
@@ -575,6 +637,9 @@ class _Trainer:
             row, stop = self.train_epoch(deadline)
             self.epoch += 1
             done = stop or self.epoch >= t["epochs"]
+            reseed = None if done else self.maybe_reseed()
+            if reseed is not None:
+                row.update(reseeded_group=reseed.group, reseed_overlap=reseed.overlap)
             metrics: dict[str, float] = {}
             if self.info.is_main and (done or self.epoch % t["eval_every"] == 0):
                 metrics = self.evaluate()

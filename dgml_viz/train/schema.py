@@ -255,6 +255,18 @@ class TrainConfig(_Section):
                                                       "attention_start_epoch, ramping to 1 with the attention "
                                                       "terms (1 = off; > 1 keeps the maps soft while the plain "
                                                       "phase learns the parts; heads with a temperature only)", RATE)
+    reseed_overlap: float | None = setting(None, "re-seed a duplicated group: after each epoch of reseed_epochs, "
+                                                 "when two groups' maps, box-blurred by overlap_radius, share more "
+                                                 "than this mass on a fixed probe of training images, the less peaked "
+                                                 "group gets a fresh query and a soft temperature "
+                                                 "(attention_temperature_early) ramping back to 1 over "
+                                                 "reseed_warmup_epochs (null = off; heads that can reset a group "
+                                                 "only)", optional(partial(check_number, lo=0, hi=1)))
+    reseed_epochs: list[int] = setting([], "1-based epochs after which the duplicate check of reseed_overlap runs "
+                                           "(one re-seed per run)", EPOCHS)
+    reseed_warmup_epochs: int = setting(2, "epochs over which a re-seeded group's temperature returns to 1", COUNT)
+    reseed_probe_images: int = setting(64, "training images (evenly spaced, fixed) the duplicate check reads",
+                                       POSITIVE_INT)
     eval_every: int = setting(1, "evaluate (and checkpoint) every this many epochs, and after the last",
                               POSITIVE_INT)
     seed: int = setting(0, "seed of weights, sampling and augmentation", COUNT)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgml_viz.metrics.diversity import (attention_centre, attention_entropy, attention_spread,
-                                       histogram_intersection, pair_values)
+                                       neighbourhood_overlap, pair_values)
 
 
 @dataclass(frozen=True)
@@ -164,11 +164,7 @@ class OverlapTerm(LossTerm):
 
     def forward(self, groups: Tensor, attention: Tensor | None = None) -> Tensor:
         assert attention is not None
-        att = attention.float()
-        if self.radius > 0:
-            r = self.radius
-            att = F.avg_pool2d(att, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
-        return pair_values(histogram_intersection(att)).mean(dim=0).sum() / (att.shape[1] - 1)
+        return pair_values(neighbourhood_overlap(attention, self.radius)).mean(dim=0).sum() / (attention.shape[1] - 1)
 
 
 class SpreadTerm(LossTerm):

@@ -44,9 +44,10 @@ class AttentiveHead(nn.Module):
 
     #: what ``GroupOutput.attention`` holds (see :mod:`dgml_viz.model.heads.registry`)
     spatial_maps: ClassVar[str | None] = "softmax"
-    #: softmax temperature of the attention logits (1 = the DGML head); a training-time knob set by the
-    #: trainer's schedule (``train.attention_temperature_early``), not saved in checkpoints
-    temperature: float = 1.0
+    #: softmax temperature of the attention logits (1 = the DGML head), a float or one per group (``[K]``
+    #: tensor); a training-time knob set by the trainer's schedule (``train.attention_temperature_early``,
+    #: a re-seeded group's ramp), not saved in checkpoints
+    temperature: float | Tensor = 1.0
 
     def __init__(self, in_channels: int, groups: int = 3, dim: int = 512, reduction: int = 8) -> None:
         super().__init__()
@@ -66,7 +67,22 @@ class AttentiveHead(nn.Module):
         """Logits ``q_g^T W_k X`` for every group and position: ``[B, C, h, w] -> [B, K, h*w]``."""
         effective = self.queries @ self.key.weight.flatten(1)  # [K, C]
         logits = torch.einsum("kc,bcn->bkn", effective, x.flatten(2))
-        return logits if self.temperature == 1.0 else logits / self.temperature
+        t = self.temperature
+        if isinstance(t, Tensor):  # one per group
+            return logits / t.to(logits)[:, None]
+        return logits if t == 1.0 else logits / t
+
+    def reset_group(self, group: int, generator: torch.Generator | None = None) -> list[nn.Parameter]:
+        """Draw group ``group``'s query afresh from the initial distribution (the other groups untouched):
+        what a trainer calls to re-seed a group that duplicates another (``train.reseed_overlap``).
+
+        Returns the parameters whose row ``group`` was rewritten (the trainer clears their optimizer
+        momentum there)."""
+        bound = 1.0 / math.sqrt(self.queries.shape[1])
+        fresh = torch.rand(self.queries.shape[1], generator=generator) * (2 * bound) - bound
+        with torch.no_grad():
+            self.queries[group] = fresh.to(self.queries)
+        return [self.queries]
 
     def forward(self, x: Tensor) -> GroupOutput:
         b, _, h, w = x.shape
