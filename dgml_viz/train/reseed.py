@@ -113,7 +113,8 @@ def group_temperatures(base: float, reseeds: Sequence[Reseed], epoch: int, soft:
 
 def check_reseedable(head: nn.Module, train_cfg: dict[str, Any]) -> None:
     """One-line ConfigError when ``train.reseed_overlap`` is set for a head that cannot reset a group or has
-    no temperature, or without check epochs."""
+    no temperature, or without check epochs; a warning for check epochs the run does not reach (a shortened
+    recipe trains without them)."""
     if train_cfg.get("reseed_overlap") is None:
         return
     name = type(head).__name__
@@ -123,10 +124,10 @@ def check_reseedable(head: nn.Module, train_cfg: dict[str, Any]) -> None:
     if not train_cfg.get("reseed_epochs"):
         raise ConfigError("train.reseed_overlap is set but train.reseed_epochs is empty: give the epochs after "
                           "which the duplicate check runs")
-    last = max(int(e) for e in train_cfg["reseed_epochs"])
-    if last >= int(train_cfg["epochs"]):
-        raise ConfigError(f"train.reseed_epochs: a check after epoch {last} leaves no epoch to train the re-seeded "
-                          f"group (train.epochs = {train_cfg['epochs']})")
+    late = [int(e) for e in train_cfg["reseed_epochs"] if int(e) >= int(train_cfg["epochs"])]
+    if late:  # a shortened recipe: those checks never run (after the last epoch nothing is left to train)
+        logger.warning("train.reseed_epochs: no duplicate check after epoch(s) %s (train.epochs = %s leaves no epoch "
+                       "to train a re-seeded group)", ", ".join(map(str, late)), train_cfg["epochs"])
 
 
 __all__ = ["Reseed", "most_overlapping_pair", "less_peaked", "find_duplicate", "group_temperatures",
