@@ -496,7 +496,6 @@ def _pair_signals(groups: Tensor, attention: Tensor | None, seed: int, notes: li
     cos = pair_values(group_cosine(groups)).mean(0).tolist()
     ov = pair_values(histogram_intersection(attention)).mean(0).tolist() if attention is not None else None
     dist: list[float] | None = None
-    local: list[bool] | None = None
     if attention is not None:
         c = attention_centre(attention)  # [N, K, 2]
         dist = pair_values((c[:, :, None] - c[:, None]).norm(dim=-1)).median(0).values.tolist()

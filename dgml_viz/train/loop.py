@@ -56,7 +56,7 @@ from dgml_viz.train.distributed import (
     init_distributed,
 )
 from dgml_viz.train.losses import GroupedMetricLoss, MetricSpec
-from dgml_viz.train.reseed import Reseed, check_reseedable, find_duplicate, group_temperatures, most_overlapping_pair
+from dgml_viz.train.reseed import Reseed, check_reseedable, find_duplicate, group_temperatures
 from dgml_viz.train.terms import (ConsistencyTerm, DiversityTerm, EntropyTerm, LossTerm, OverlapTerm, SpreadTerm,
                                   WeightSchedule)
 from dgml_viz.utils.atomic import atomic_path, atomic_write_text
@@ -461,8 +461,8 @@ class _Trainer:
 
     # -- re-seeding a duplicated group (train.reseed_overlap; dgml_viz.train.reseed)
     def reseed_probe(self) -> Tensor:
-        """``[M, 3, H, W]`` fixed training images (evenly spaced, drawn under a fixed seed so every rank and
-        every call sees the same ones, without touching the training RNG)."""
+        """``[M, 3, H, W]`` fixed training images on the CPU (evenly spaced, drawn under a fixed seed so every
+        rank and every call sees the same ones, without touching the training RNG)."""
         if self._probe is None:
             t = self.cfg["train"]
             n = len(self.train_ds)
@@ -471,7 +471,7 @@ class _Trainer:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(t["seed"]))
                 self._probe = collate_items([self.train_ds[i] for i in idx])["image"]
-        return self._probe.to(self.device)
+        return self._probe
 
     def maybe_reseed(self) -> Reseed | None:
         """After 1-based epoch ``self.epoch`` of ``train.reseed_epochs``: re-seed the less peaked group of a
@@ -480,21 +480,15 @@ class _Trainer:
         if t["reseed_overlap"] is None or self.reseeds or self.epoch not in t["reseed_epochs"]:
             return None
         head = self.model.head
-        was, saved = self.model.training, head.temperature
-        self.model.eval()
+        saved = head.temperature
         head.temperature = 1.0  # the maps the trained model will have
         try:
-            with torch.no_grad(), autocast(self.device, self.amp):
-                att = self.model(self.reseed_probe()).attention
+            att = infer(self.model, [self.reseed_probe()], amp=self.amp).attention
         finally:
             head.temperature = saved
-            self.model.train(was)
         assert att is not None  # check_reseedable: the head has maps
-        found = find_duplicate(att.float().cpu(), int(t["overlap_radius"]), float(t["reseed_overlap"]), self.epoch)
+        found = find_duplicate(att, int(t["overlap_radius"]), float(t["reseed_overlap"]), self.epoch)
         if found is None:
-            i, j, ov = most_overlapping_pair(att.float().cpu(), int(t["overlap_radius"]))
-            logger.info("epoch %d: no duplicated groups (largest blurred overlap %.3f, groups %d-%d; re-seed above "
-                        "%.3f)", self.epoch, ov, i, j, float(t["reseed_overlap"]))
             return None
         gen = torch.Generator().manual_seed(int(t["seed"]) * 1009 + self.epoch)
         for param in head.reset_group(found.group, gen):

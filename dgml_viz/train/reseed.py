@@ -25,7 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from dgml_viz.errors import ConfigError
-from dgml_viz.metrics.diversity import neighbourhood_overlap
+from dgml_viz.metrics.diversity import neighbourhood_overlap, pair_values
+from dgml_viz.train.terms import WeightSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +62,10 @@ def most_overlapping_pair(attention: Tensor, radius: int) -> tuple[int, int, flo
     k = attention.shape[1]
     if k < 2:
         raise ValueError("need at least 2 groups")
-    ov = neighbourhood_overlap(attention, radius).mean(dim=0)  # [K, K]
-    i, j = torch.triu_indices(k, k, offset=1)
-    best = int(ov[i, j].argmax())
-    return int(i[best]), int(j[best]), float(ov[i[best], j[best]])
+    values = pair_values(neighbourhood_overlap(attention, radius)).mean(dim=0)  # [K(K-1)/2]
+    best = int(values.argmax())
+    i, j = torch.triu_indices(k, k, offset=1)[:, best].tolist()
+    return int(i), int(j), float(values[best])
 
 
 def less_peaked(attention: Tensor, i: int, j: int) -> int:
@@ -81,6 +82,8 @@ def find_duplicate(attention: Tensor, radius: int, threshold: float, epoch: int)
         return None
     i, j, ov = most_overlapping_pair(attention, radius)
     if ov <= threshold:
+        logger.info("epoch %d: no duplicated groups (largest blurred overlap %.3f, groups %d-%d; re-seed above "
+                    "%.3f)", epoch, ov, i, j, threshold)
         return None
     g = less_peaked(attention, i, j)
     return Reseed(epoch=epoch, group=g, partner=j if g == i else i, overlap=ov)
@@ -101,11 +104,11 @@ def group_temperatures(base: float, reseeds: Sequence[Reseed], epoch: int, soft:
     """
     temps = [float(base)] * num_groups
     for r in reseeds:
-        k = epoch - r.epoch  # 0 = the first epoch after the re-seed
-        if k < 0:
+        if epoch < r.epoch:
             continue
-        t = soft if warmup <= 0 and k == 0 else soft - (soft - base) * (k / warmup if warmup > 0 else 1.0)
-        temps[r.group] = max(temps[r.group], float(base), t)
+        # the recipe's own ramp shape; warmup 0 still gives the one soft epoch right after the re-seed
+        ramp = WeightSchedule(float(base), start_epoch=r.epoch, warmup_epochs=max(1, warmup), early=soft)
+        temps[r.group] = max(temps[r.group], float(base), ramp(epoch))
     if all(t == temps[0] for t in temps) and temps[0] == float(base):
         return float(base)
     return torch.tensor(temps)
