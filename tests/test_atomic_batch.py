@@ -1,4 +1,5 @@
-"""AtomicBatch: many files, one durability flush, the same all-or-old guarantee per file as atomic_path."""
+"""AtomicBatch: many files, one durability flush, the same all-or-old guarantee per file as atomic_path;
+AtomicFolder: a new folder of files published with one rename."""
 from __future__ import annotations
 
 import os
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from dgml_viz.utils import atomic
-from dgml_viz.utils.atomic import AtomicBatch, is_temp_name, sweep_temp_files, sync_batches
+from dgml_viz.utils.atomic import (AtomicBatch, AtomicFolder, is_temp_dir_name, is_temp_name, sweep_temp_files,
+                                    sync_batches)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,21 +133,26 @@ while True:
 """
 
 
+def _kill_mid_loop(code: str, target: Path, marker: Path, delay: float) -> None:
+    """Run ``code`` (a write loop touching ``marker`` after each round) and SIGKILL it ``delay`` s after
+    its first round."""
+    marker.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(target), str(marker)],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.time() + 60
+    while not marker.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def test_sigkill_never_leaves_a_truncated_final_file(tmp_path: Path) -> None:
     """A process killed at a random moment of a write/flush/rename loop leaves each final file whole
     (some earlier complete version), and only temp files the next run sweeps."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     target = tmp_path / "out" / "big.jpg"
     for delay in (0.05, 0.2, 0.45):
-        marker = tmp_path / "marker"
-        marker.unlink(missing_ok=True)
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(target), str(marker)], env=env)
-        deadline = time.time() + 60
-        while not marker.exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.01)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        _kill_mid_loop(CHILD, target, tmp_path / "marker", delay)
         data = target.read_bytes()
         assert len(data) == 8 << 20 and data == bytes([data[0]]) * len(data)  # whole, one version
         small = target.with_suffix(".npz").read_bytes()
@@ -154,3 +161,149 @@ def test_sigkill_never_leaves_a_truncated_final_file(tmp_path: Path) -> None:
         assert all(is_temp_name(p.name) for p in left)
         sweep_temp_files(tmp_path, time.time() + 1)
         assert sorted(p.name for p in target.parent.iterdir()) == ["big.jpg", "big.npz"]
+
+
+# --------------------------------------------------------------------------- AtomicFolder: one image's folder
+def _renames(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Record os.rename / os.replace calls made by the atomic module (the real ones still run)."""
+    calls: list[tuple[str, str]] = []
+    real_rename, real_replace = os.rename, os.replace
+
+    def rename(src: str, dst: str) -> None:
+        calls.append(("rename", os.path.basename(dst)))
+        real_rename(src, dst)
+
+    def replace(src: str, dst: str) -> None:
+        calls.append(("replace", os.path.basename(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "rename", rename)
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    return calls
+
+
+def test_new_folder_is_published_with_one_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 flushes: dict[str, int]) -> None:
+    calls = _renames(monkeypatch)
+    target = tmp_path / "sub" / "img1.png"  # the parent does not exist either
+    with AtomicFolder(target) as out:
+        out.write_file("group0.jpg", b"g0")
+        out.write_file("maps.npz", b"m" * 100_000)
+        assert not target.exists()  # nothing visible before the commit
+    assert calls == [("rename", "img1.png")] and flushes["syncfs"] == 1
+    assert (target / "group0.jpg").read_bytes() == b"g0" and (target / "maps.npz").read_bytes() == b"m" * 100_000
+    assert sorted(p.name for p in target.parent.iterdir()) == ["img1.png"]  # no staging folder left
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "f").write_bytes(b"")
+    assert stat.S_IMODE(target.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    assert stat.S_IMODE((target / "maps.npz").stat().st_mode) == stat.S_IMODE((plain / "f").stat().st_mode)
+
+
+def test_existing_folder_gets_a_temp_name_per_file_and_keeps_its_other_files(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "img1.png"
+    target.mkdir()
+    (target / "group0.jpg").write_bytes(b"old")
+    (target / "notes.txt").write_bytes(b"mine")
+    calls = _renames(monkeypatch)
+    with AtomicFolder(target) as out:
+        out.write_file("group0.jpg", b"new")
+        out.write_file("maps.npz", b"m")
+        assert (target / "group0.jpg").read_bytes() == b"old"
+    assert calls == [("replace", "group0.jpg"), ("replace", "maps.npz")]
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == {"group0.jpg": b"new", "maps.npz": b"m",
+                                                                  "notes.txt": b"mine"}
+
+
+def test_folder_that_appears_while_staging_gets_the_files_one_by_one(tmp_path: Path) -> None:
+    target = tmp_path / "img1.png"
+    out = AtomicFolder(target)
+    out.write_file("a.jpg", b"a")
+    out.write_file("b.jpg", b"b")
+    target.mkdir()  # e.g. another writer of the same folder
+    (target / "other").write_bytes(b"o")
+    assert sorted(p.name for p in out.commit()) == ["a.jpg", "b.jpg"]
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == {"a.jpg": b"a", "b.jpg": b"b", "other": b"o"}
+    assert [p.name for p in tmp_path.iterdir()] == ["img1.png"]
+
+
+def test_a_file_in_the_folders_place_fails_the_commit_and_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "img1.png"
+    out = AtomicFolder(target)
+    out.write_file("a.jpg", b"a")
+    target.write_bytes(b"a file, not a folder")
+    with pytest.raises(OSError):
+        out.commit()
+    assert target.read_bytes() == b"a file, not a folder" and [p.name for p in tmp_path.iterdir()] == ["img1.png"]
+    with pytest.raises(OSError):  # and when it is there from the start, the first write says so
+        with AtomicFolder(target) as again:
+            again.write_file("a.jpg", b"a")
+    assert [p.name for p in tmp_path.iterdir()] == ["img1.png"]
+
+
+def test_discard_and_exceptions_leave_no_folder(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError):
+        with AtomicFolder(tmp_path / "img1.png") as out:
+            out.write_file("a.jpg", b"a")
+            raise RuntimeError("boom")
+    out = AtomicFolder(tmp_path / "img2.png")
+    out.write_file("a.jpg", b"a")
+    out.discard()
+    out.discard()  # twice: no error
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "sub/a.jpg"])
+def test_write_file_takes_plain_names_only(tmp_path: Path, name: str) -> None:
+    out = AtomicFolder(tmp_path / "img1.png")
+    with pytest.raises(ValueError):
+        out.write_file(name, b"x")
+    out.discard()
+
+
+def test_sweep_removes_stale_staging_folders_only(tmp_path: Path) -> None:
+    out = AtomicFolder(tmp_path / "d" / "img1.png")
+    out.write_file("a.jpg", b"a")
+    stale = next((tmp_path / "d").iterdir())
+    assert is_temp_dir_name(stale.name) and not is_temp_dir_name("img1.png") and not is_temp_dir_name(".git")
+    fresh = AtomicFolder(tmp_path / "d" / "img2.png")  # staged after the cut-off: a live run's
+    fresh.write_file("a.jpg", b"a")
+    odd = tmp_path / "d" / ".x.png.0123abcd.partial"  # the pattern, but holding a folder: not ours
+    (odd / "deeper").mkdir(parents=True)
+    os.utime(stale, (time.time() - 5, time.time() - 5))
+    os.utime(odd, (time.time() - 5, time.time() - 5))
+    assert sweep_temp_files(tmp_path, time.time() - 1) == [stale]
+    assert not stale.exists() and odd.exists()
+    assert [p.name for p in fresh.commit()] == ["a.jpg"]
+
+
+CHILD_FOLDERS = """
+import sys
+from pathlib import Path
+from dgml_viz.utils.atomic import AtomicFolder
+root, marker = Path(sys.argv[1]), Path(sys.argv[2])
+i = 0
+while True:
+    data = bytes([i % 251]) * (4 << 20)
+    with AtomicFolder(root / f"img{i:05d}") as out:
+        out.write_file("big.jpg", data)
+        out.write_file("maps.npz", data[:1000])
+    marker.touch()
+    i += 1
+"""
+
+
+def test_sigkill_never_leaves_a_partial_image_folder(tmp_path: Path) -> None:
+    """Killed at a random moment, every image folder that exists holds all its files, whole; what is left
+    besides is a staging folder the next run sweeps."""
+    root = tmp_path / "out"
+    for delay in (0.05, 0.2, 0.45):
+        _kill_mid_loop(CHILD_FOLDERS, root, tmp_path / "marker", delay)
+        for folder in (p for p in root.iterdir() if not p.name.startswith(".")):
+            big, small = (folder / "big.jpg").read_bytes(), (folder / "maps.npz").read_bytes()
+            assert len(big) == 4 << 20 and big == bytes([big[0]]) * len(big)
+            assert small == big[:1000]
+        assert all(is_temp_dir_name(p.name) for p in root.iterdir() if p.name.startswith("."))
+        sweep_temp_files(root, time.time() + 1)
+        assert not [p for p in root.iterdir() if p.name.startswith(".")]

@@ -322,13 +322,14 @@ _KILL_SCRIPT = """
 import os, sys, time
 from pathlib import Path
 import dgml_viz.utils.atomic as atomic
-real = os.replace
-def slow_replace(src, dst):
-    if Path(dst).name == sys.argv[1]:
-        Path(sys.argv[2]).write_text("in")
-        time.sleep(600)  # killed here: the temp file is written, not yet renamed
-    real(src, dst)
-atomic.os.replace = slow_replace
+def slow(real):
+    def rename(src, dst):
+        if Path(dst).name == sys.argv[1]:
+            Path(sys.argv[2]).write_text("in")
+            time.sleep(600)  # killed here: the temp file (or staging folder) is written, not yet renamed
+        real(src, dst)
+    return rename
+atomic.os.replace, atomic.os.rename = slow(os.replace), slow(os.rename)
 from dgml_viz.cli import main
 sys.exit(main(sys.argv[3:]))
 """
@@ -344,18 +345,28 @@ def _kill_when(marker: Path, proc: subprocess.Popen[str], sig: int = signal.SIGK
     proc.wait(timeout=60)
 
 
-def test_sigkill_mid_write_then_next_run_sweeps(tmp_path: Path, ckpt: Path) -> None:
+@pytest.mark.parametrize("folders", ["new", "existing"])
+def test_sigkill_mid_write_then_next_run_sweeps(tmp_path: Path, ckpt: Path, folders: str) -> None:
+    """Killed before publishing: a new image folder is staged whole in ``.a.png.<rand>.partial`` (renamed
+    at once); into an existing folder each file has its own temp name. The next run sweeps both kinds."""
     imgs = tmp_path / "imgs"
     _photos(imgs, ["a.png", "b.png"])
     out = tmp_path / "out"
+    if folders == "existing":  # e.g. a rerun without --resume over an earlier run's outputs
+        for name in ("a.png", "b.png"):
+            (out / name).mkdir(parents=True)
     args = ["heatmaps", "--ckpt", str(ckpt), "--images", str(imgs), "--out", str(out), "--format", "png"]
     marker = tmp_path / "marker"
-    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, "composite.png", str(marker), *args],
+    hook, prefix = ("a.png", ".a.png.") if folders == "new" else ("composite.png", ".composite.png.")
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, hook, str(marker), *args],
                             env=ENV, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _kill_when(marker, proc)
     assert proc.returncode == -signal.SIGKILL
-    left = [p for p in out.rglob(".*") if p.name.startswith(".composite.png.")]
+    left = [p for p in out.rglob(".*") if p.name.startswith(prefix)]
     assert left, "the kill left no temp file: the test did not hit the window"
+    if folders == "new":
+        assert not (out / "a.png").exists()  # nothing of the image was published
+        assert all(p.name.endswith(".partial") and (p / "composite.png").is_file() for p in left)
     for p in left:  # the leftovers are older than the next run
         os.utime(p, (time.time() - 5, time.time() - 5))
     assert main(args + ["--resume"]) == 0

@@ -24,10 +24,11 @@ second run into the same folder waits for it (``--lock-timeout`` seconds; 0 refu
 manifest is only ever appended to and compacted under the lock, keeping the records of earlier runs
 with other inputs, so no record is lost. Temp files a killed run left are removed by the next run.
 
-Writes: each file goes to a hidden temp name and is renamed into place once the data of its whole chunk
-of images (a batch split between the ``--workers`` write threads) has been flushed with one ``syncfs``
-(:class:`dgml_viz.utils.atomic.AtomicBatch`) instead of an ``fsync`` per file: a killed run never leaves
-a truncated output, a power loss can lose the last chunk's renames (``--resume`` redoes those images).
+Writes: an image's files go to a hidden staging folder (or, when its output folder exists already, each
+to a hidden temp name) and are published once the data of its whole chunk of images (a batch split between
+the ``--workers`` write threads) has been flushed with one ``syncfs`` (:class:`dgml_viz.utils.atomic.AtomicFolder`)
+instead of an ``fsync`` per file: a new image folder appears complete with one rename, a killed run never
+leaves a truncated output, a power loss can lose the last chunk's renames (``--resume`` redoes those images).
 
 Memory budget: images larger than ``--max-render-pixels`` (default 3072 x 3072) are rendered at that
 area (aspect kept) and decoded shrunk by an integer factor right away (JPEG inside the decoder), so a
@@ -220,25 +221,31 @@ def _write_outputs(items: Sequence[tuple[Source, Any, dict[str, np.ndarray], np.
                    fmt: str, render_s: float = 0.0) -> list[dict[str, Any]]:
     """Encode and write the outputs of several images; one manifest record each.
 
-    ``items`` are ``(source, geometry, panels, maps [K, h, w], embedding [K*d])``. Every file goes to
-    a temp name first; the data of all of them is flushed at once (:func:`~dgml_viz.utils.atomic.sync_batches`:
-    one ``syncfs`` instead of an ``fsync`` per file), then each image's files are renamed into place.
+    ``items`` are ``(source, geometry, panels, maps [K, h, w], embedding [K*d])``. Each image's files are
+    staged (:class:`~dgml_viz.utils.atomic.AtomicFolder`: a hidden folder renamed into place at once when the
+    image's folder is new, else a temp name per file); the data of all of them is flushed at once
+    (:func:`~dgml_viz.utils.atomic.sync_batches`: one ``syncfs`` instead of an ``fsync`` per file), then each
+    image's outputs are published.
     A write error fails that image only (its temp files are removed). ``render_s`` is the image's share
     of the batched render, added to its own encode + write time in the record."""
-    from dgml_viz.utils.atomic import AtomicBatch, sync_batches
+    from dgml_viz.utils.atomic import AtomicFolder, sync_batches
 
     records: list[dict[str, Any]] = []
-    staged: list[tuple[Source, dict[str, Any], AtomicBatch, list[str], float]] = []
+    staged: list[tuple[Source, dict[str, Any], AtomicFolder, list[str], float]] = []
     try:
         for src, geometry, panels, maps, embedding in items:
             t0 = time.perf_counter()
             geo = geometry.to_dict()
-            files, names = AtomicBatch(), [*(f"{key}.{fmt}" for key in panels), "maps.npz"]
-            folder = os.fspath(image_dir(out, src.rel))  # one rule for where an image's outputs go
+            names = [*(f"{key}.{fmt}" for key in panels), "maps.npz"]
+            try:
+                files = AtomicFolder(image_dir(out, src.rel))  # one rule for where an image's outputs go
+            except OSError as exc:
+                records.append(_write_failed(out, src, exc))
+                continue
             try:
                 for name, panel in zip(names, panels.values()):
-                    files.write(os.path.join(folder, name), encode(panel, fmt))
-                files.write(os.path.join(folder, "maps.npz"), npz_bytes(
+                    files.write_file(name, encode(panel, fmt))
+                files.write_file("maps.npz", npz_bytes(
                     attention=np.ascontiguousarray(maps, np.float32), embedding=np.ascontiguousarray(embedding, np.float32),
                     geometry=np.array(json.dumps(geo)), path=np.array(src.rel)))
             except OSError as exc:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import logging
 import os
 import random
@@ -55,6 +56,15 @@ def is_temp_name(name: str) -> bool:
     """Whether a file name is one :func:`atomic_path` makes (``.x.png.ab12cd34.png``), and nothing else."""
     m = _TEMP_RE.match(name)
     return bool(m) and m.group("suffix") == temp_suffix(m.group("name"))
+
+
+#: ``.<folder name>.<8 chars>.partial``: a folder :class:`AtomicFolder` fills before renaming it into place
+_TEMP_DIR_RE = re.compile(r"^\.(?P<name>.+)\.(?P<rand>[a-z0-9_]{8})\.partial$")
+
+
+def is_temp_dir_name(name: str) -> bool:
+    """Whether a folder name is one :class:`AtomicFolder` stages into (``.img1.png.ab12cd34.partial``)."""
+    return bool(_TEMP_DIR_RE.match(name))
 
 
 @contextlib.contextmanager
@@ -97,6 +107,9 @@ def sweep_temp_files(folder: str | os.PathLike[str], older_than: float) -> list[
     """
     removed: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames:
+            if is_temp_dir_name(name):
+                removed.extend(_remove_temp_dir(Path(dirpath) / name, older_than))
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
             if not is_temp_name(name):
@@ -114,6 +127,27 @@ def sweep_temp_files(folder: str | os.PathLike[str], older_than: float) -> list[
     if removed:
         logger.info("removed %d stale temp file(s) left by an interrupted run in %s", len(removed), folder)
     return removed
+
+
+def _remove_temp_dir(path: Path, older_than: float) -> list[Path]:
+    """Remove an :class:`AtomicFolder` staging folder older than ``older_than`` (its files first; nothing
+    else: a folder holding a subfolder or a link is left alone)."""
+    try:
+        if path.is_symlink() or path.lstat().st_mtime >= older_than:
+            return []
+        entries = list(path.iterdir())
+        if any(e.is_symlink() or not e.is_file() for e in entries):
+            logger.warning("not removing %s: it holds more than the files of an interrupted write", path)
+            return []
+        for e in entries:
+            e.unlink()
+        path.rmdir()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        logger.warning("cannot remove stale temp folder %s (%s)", path, exc.strerror or exc)
+        return []
+    return [path]
 
 
 def _read_umask() -> int:
@@ -232,16 +266,7 @@ class AtomicBatch:
             _make_dir(folder)
             self._dirs.add(folder)
         fd, tmp = _create_temp(folder, name)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        os.close(fd)
+        _write_all(fd, tmp, data)
         self._staged.append((tmp, os.path.join(folder, name)))
         self._synced = False
 
@@ -282,6 +307,104 @@ class AtomicBatch:
             self.commit()
         else:
             self.discard()
+
+
+class AtomicFolder(AtomicBatch):
+    """The files of one folder, published together (one image's outputs in ``dgml-viz heatmaps``).
+
+    When ``folder`` does not exist yet, its files are written under their own names into a hidden sibling
+    ``.<name>.<8 chars>.partial`` and, after the flush, that folder is renamed onto ``folder``: one rename
+    for all the files instead of one each (renames cost ~40 us of CPU each on ext4 here), and a reader or a
+    killed run sees the folder complete or not at all. A killed run leaves only the ``.partial`` folder,
+    which :func:`sweep_temp_files` removes. When ``folder`` exists (a rerun over earlier outputs, or it
+    appears while the files are written), each file goes through its own temp name and rename, exactly as
+    in :class:`AtomicBatch`. :func:`sync_batches` flushes several of them at once.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> with AtomicFolder(root / "img1.png") as out:
+        ...     out.write_file("group0.jpg", b"1")
+        ...     out.write_file("maps.npz", b"2")
+        >>> sorted(p.name for p in (root / "img1.png").iterdir())
+        ['group0.jpg', 'maps.npz']
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], durable: bool = True) -> None:
+        super().__init__(durable)
+        self.folder = os.fspath(folder)
+        self._partial: str | None = None
+        if not os.path.lexists(self.folder):
+            parent, name = os.path.split(self.folder)
+            parent = parent or "."
+            _make_dir(parent)
+            self._partial = _create_temp_dir(parent, name)
+
+    def write_file(self, name: str, data: bytes) -> None:
+        """Stage ``data`` as ``folder/name`` (a plain file name, no subfolder)."""
+        if os.sep in name or (os.altsep and os.altsep in name) or name in ("", ".", ".."):
+            raise ValueError(f"{name!r}: not a plain file name")
+        if self._partial is None:
+            self.write(os.path.join(self.folder, name), data)
+            return
+        tmp = os.path.join(self._partial, name)
+        _write_all(os.open(tmp, _OPEN_FLAGS, 0o666), tmp, data)
+        self._staged.append((tmp, os.path.join(self.folder, name)))
+        self._dirs.add(self._partial)
+        self._synced = False
+
+    def commit(self) -> list[Path]:
+        """Flush (when ``durable``) and publish every staged file; returns the targets (see the class
+        docstring). On an error nothing new is published and the staged files are removed."""
+        if self._partial is None:
+            return super().commit()
+        if self.durable and not self._synced:
+            self.sync()
+        targets = self.targets
+        try:
+            os.rename(self._partial, self.folder)
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR) or not os.path.isdir(self.folder):
+                self.discard()
+                raise
+            self._synced = True  # the folder appeared meanwhile: file by file into it (already flushed)
+            return super().commit()
+        self._partial, self._staged = None, []
+        return targets
+
+    def discard(self) -> None:
+        """Remove every staged file (and the staging folder); ``folder`` untouched."""
+        super().discard()
+        if self._partial is not None:
+            with contextlib.suppress(OSError):
+                os.rmdir(self._partial)
+            self._partial = None
+
+
+def _write_all(fd: int, path: str, data: bytes) -> None:
+    """Write ``data`` to the new file ``fd`` (``path``) and close it; on any error the file is removed."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        raise
+    os.close(fd)
+
+
+def _create_temp_dir(parent: str, name: str) -> str:
+    """Create (mode ``0o777``, the umask applies) the hidden staging folder of ``parent/name``."""
+    for _ in range(100):
+        tmp = os.path.join(parent, f".{name}.{_names.getrandbits(32):08x}.partial")
+        try:
+            os.mkdir(tmp)
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{os.path.join(parent, name)}: no free temporary folder name")
 
 
 def sync_batches(batches: Iterable[AtomicBatch]) -> None:
