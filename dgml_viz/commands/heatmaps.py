@@ -358,7 +358,9 @@ def process(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequenc
     drawn at once (:func:`~dgml_viz.render.batch.render_batch`): with the model on a GPU by the main thread
     on that device (the maps stay there until the finished ``uint8`` panels come back), on the CPU by the
     ``workers`` write threads, one chunk of the batch each, while the next forward runs. The write threads
-    encode and write their chunk with one durability flush per chunk. At most ``batch_size + workers`` decoded
+    encode and write their chunk with one durability flush per chunk. Decode and write threads run below the
+    main thread's priority (:func:`~dgml_viz.utils.threads.background_pool`): the forward is the critical path
+    and they only have to keep up with it. At most ``batch_size + workers`` decoded
     images wait for the model and two batches of panels are in memory, whatever the number of images.
 
     CPU threads (model on the CPU): the decode and write threads need cores too, and an OpenMP team whose
@@ -394,6 +396,7 @@ def _pipeline(model: Any, sources: Sequence[Source], out: Path, *, groups: Seque
     import torch
 
     from dgml_viz.inference import attention_maps, model_device, run_batch
+    from dgml_viz.utils.threads import background_pool
 
     transform = _EvalTransform(dict(model.transform))
     on_device = model_device(model).type != "cpu"
@@ -401,8 +404,7 @@ def _pipeline(model: Any, sources: Sequence[Source], out: Path, *, groups: Seque
     decode = functools.partial(plan.decode, transform=transform, max_pixels=max_pixels, max_side=options.max_side,
                                max_render_pixels=options.max_pixels)
     writing: collections.deque[Future[list[dict[str, Any]]]] = collections.deque()
-    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as dpool, \
-            ThreadPoolExecutor(workers, thread_name_prefix="write") as wpool:
+    with background_pool(workers, "decode") as dpool, background_pool(workers, "write") as wpool:
         for errors, batch in _decoded_batches(dpool, sources, decode, batch_size, batch_size + workers):
             yield from errors
             if not batch:

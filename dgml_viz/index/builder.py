@@ -43,6 +43,7 @@ from dgml_viz.errors import ConfigError, ImageError
 from dgml_viz.index.store import (ATTENTION_DTYPE, GROUPS_DTYPE, INFO_COLUMNS, Rows, file_sha256, info_row,
                                   is_index, merge_indexes, open_index, write_index)
 from dgml_viz.inference import prepare_image, run_batch
+from dgml_viz.utils.threads import background_pool
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +165,8 @@ class _Decoder:
     while the forward is not running. On a 2-core box a decode thread running beside a 2-thread forward
     stalls its OpenMP team at every barrier (ResNet-50, 48 JPEGs, one measurement on the idle box: 0.92-0.94
     of the bare forward overlapped with 1 or 2 decode threads at any priority, 0.99 phased); decoding in the
-    gaps costs only its own CPU time. :meth:`choose` picks the schedule after the
+    gaps costs only its own CPU time. The decode threads run below the caller's priority in both schedules
+    (:func:`~dgml_viz.utils.threads.background_pool`). :meth:`choose` picks the schedule after the
     first batch (which nothing can overlap anyway); ``overlap`` forces one."""
 
     def __init__(self, items: Sequence[tuple[Path, Stamp]], transform: dict[str, Any], workers: int,
@@ -193,7 +195,7 @@ class _Decoder:
 
     def batches(self) -> Iterator[list[tuple[Path, Stamp, Any]]]:
         todo = iter(self.items)
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="index-decode") as pool:
+        with background_pool(self.workers, "index-decode") as pool:
             def submit() -> list[tuple[Path, Stamp, Future[Any]]]:
                 return [(p, stamp, pool.submit(self._work, p)) for p, stamp in itertools.islice(todo, self.batch_size)]
 
