@@ -348,8 +348,13 @@ def _check_options(options: RenderOptions) -> None:
 def _maps_tensor(maps: np.ndarray | Tensor, device: torch.device | str | None,
                  backend: str | None) -> tuple[Tensor, torch.device, str]:
     """``(float32 [B, K, h, w] maps on the work device, that device, the backend)``; numpy maps are wrapped,
-    not copied (nothing below writes into them)."""
-    mt = maps if isinstance(maps, Tensor) else torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))
+    not copied (nothing below writes into them), except a read-only array (e.g. a memmap opened ``"r"``),
+    which torch cannot wrap without a warning: the low-resolution maps are small, so it is copied."""
+    if isinstance(maps, Tensor):
+        mt = maps
+    else:
+        arr = np.ascontiguousarray(maps, dtype=np.float32)
+        mt = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
     if mt.ndim != 4:
         raise ValueError(f"maps must be [B, K, h, w], got shape {tuple(mt.shape)}")
     dev = torch.device(device) if device is not None else mt.device
