@@ -39,7 +39,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -180,14 +180,21 @@ def _create_temp(folder: str, name: str) -> tuple[int, str]:
     """Create (``O_EXCL``) the temp file of ``folder/name`` with mode ``0o666`` (the umask applies, as for a
     plain ``open()``); returns ``(fd, path)``. One ``open`` syscall: no ``chmod``, no reopen; plain strings
     (no :class:`~pathlib.Path` objects per file)."""
-    suffix = temp_suffix(name)
+    return _fresh_temp(folder, name, temp_suffix(name), lambda tmp: (os.open(tmp, _OPEN_FLAGS, 0o666), tmp))
+
+
+_T = TypeVar("_T")
+
+
+def _fresh_temp(folder: str, name: str, suffix: str, create: Callable[[str], _T]) -> _T:
+    """``create(path)`` for the first free hidden temp path ``folder/.<name>.<8 hex digits><suffix>``
+    (``create`` raises :class:`FileExistsError` when the path is taken: another name is drawn)."""
     for _ in range(100):
-        tmp = os.path.join(folder, f".{name}.{_names.getrandbits(32):08x}{suffix}")
         try:
-            return os.open(tmp, _OPEN_FLAGS, 0o666), tmp
+            return create(os.path.join(folder, f".{name}.{_names.getrandbits(32):08x}{suffix}"))
         except FileExistsError:
             continue
-    raise FileExistsError(f"{os.path.join(folder, name)}: no free temporary file name")
+    raise FileExistsError(f"{os.path.join(folder, name)}: no free temporary name")
 
 
 def _make_dir(folder: str) -> None:
@@ -336,9 +343,7 @@ class AtomicFolder(AtomicBatch):
         self._partial: str | None = None
         if not os.path.lexists(self.folder):
             parent, name = os.path.split(self.folder)
-            parent = parent or "."
-            _make_dir(parent)
-            self._partial = _create_temp_dir(parent, name)
+            self._partial = _fresh_temp(parent or ".", name, ".partial", _create_staging_dir)
 
     def write_file(self, name: str, data: bytes) -> None:
         """Stage ``data`` as ``folder/name`` (a plain file name, no subfolder)."""
@@ -395,16 +400,15 @@ def _write_all(fd: int, path: str, data: bytes) -> None:
     os.close(fd)
 
 
-def _create_temp_dir(parent: str, name: str) -> str:
-    """Create (mode ``0o777``, the umask applies) the hidden staging folder of ``parent/name``."""
-    for _ in range(100):
-        tmp = os.path.join(parent, f".{name}.{_names.getrandbits(32):08x}.partial")
-        try:
-            os.mkdir(tmp)
-            return tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"{os.path.join(parent, name)}: no free temporary folder name")
+def _create_staging_dir(tmp: str) -> str:
+    """``mkdir`` (mode ``0o777``, the umask applies) of a staging folder; its parent is created only when
+    missing (one syscall per image folder in the common case)."""
+    try:
+        os.mkdir(tmp)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        os.mkdir(tmp)
+    return tmp
 
 
 def sync_batches(batches: Iterable[AtomicBatch]) -> None:

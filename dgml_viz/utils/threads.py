@@ -41,7 +41,7 @@ def lower_priority(increment: int) -> bool:
 
 
 def background_pool(workers: int, name: str, nice: int | None = None) -> ThreadPoolExecutor:
-    """A :class:`~concurrent.futures.ThreadPoolExecutor` of ``workers`` threads named ``name-<i>`` whose
+    """A :class:`~concurrent.futures.ThreadPoolExecutor` of ``workers`` threads named ``name_<i>`` whose
     threads run ``nice`` (default :data:`BACKGROUND_NICE`, read when the pool is made) steps below normal
     priority."""
     increment = BACKGROUND_NICE if nice is None else nice
