@@ -5,13 +5,16 @@
     python bench/index.py load [--n 60000]
     python bench/index.py app [--n 60000] [--reps 5]
 
-* ``throughput``: images/s of ``build_index`` (decode threads -> batched forward -> chunks -> final
-  write, fresh index each time, timed from the call to its return) vs the bare batched forward
-  (``run_batch`` over the same images, pre-decoded) in the same process, alternating per repetition;
-  also the ratio for the embedding phase alone (``BuildStats.embed_seconds``: decode + forward +
-  chunks, without the fixed model load, checkpoint hashing and final write: ``fixed_seconds``), and how
-  decoding ran beside the forward (``decode``: ``phased`` in the forward's gaps for a model whose forward
-  dwarfs decoding, e.g. ResNet-50; ``overlapped`` otherwise).
+* ``throughput``: images/s of ``build_index`` (worker processes decoding inline, or one process with
+  decode threads -> batched forward -> chunks -> final write; fresh index each time, timed from the call
+  to its return) vs the bare batched forward (``run_batch`` over the same images, pre-decoded, ``--threads``
+  torch threads) in the same process, run right before and right after each build (the ratio uses their
+  mean: this box changes speed in phases of seconds); also the ratio for the embedding phase alone
+  (``BuildStats.embed_seconds``: decode + forward + chunks, without the fixed model load, checkpoint
+  hashing and final write: ``fixed_seconds``), the worker ``processes`` and how decoding ran (``decode``:
+  ``inline`` in each worker process; in one process ``phased`` in the forward's gaps for a model whose
+  forward dwarfs decoding, e.g. ResNet-50, ``overlapped`` otherwise). ``--processes 1`` / ``--nice 0``
+  add side-by-side variants (``by_variant``).
   ``demo``: checkpoints/demo.pt on its own held-out images (128 px PNG); ``resnet50``: random init,
   224 px, scikit-image photos as JPEG.
 * ``search``: random unit group embeddings (K=3, d=170, float32); exact FAISS ``IndexFlatIP`` and IVF
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -86,8 +90,10 @@ def bench_throughput(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     default_nice = threads.BACKGROUND_NICE
-    nices = [v for v in args.nice if v != default_nice] + [default_nice]
-    by_nice: dict[int, list[tuple[float, float]]] = {}
+    # (nice, processes) variants, side by side in every repetition; the defaults last: their figures are the headline
+    variants = [(v, None) for v in args.nice if v != default_nice] + \
+        [(default_nice, v) for v in args.processes] + [(default_nice, None)]
+    by_variant: dict[tuple[int, int | None], list[tuple[float, float, int]]] = {}
     tmp = Path(tempfile.mkdtemp(prefix="dgml-bench-index-"))
     if args.model == "demo":
         ckpt = ROOT / "checkpoints" / "demo.pt"
@@ -99,26 +105,41 @@ def bench_throughput(args: argparse.Namespace) -> dict:
     model = load_checkpoint(ckpt).eval()
     tensors = [prepare_image(p, model.transform)[0] for p in files]
     run_batch(model, tensors[: args.batch_size])  # warm-up
-    fwd, idx, ratios, embed_ratios, fixed, schedules = [], [], [], [], [], set()
-    for rep in range(args.reps):
+
+    def forward() -> float:
         t0 = time.perf_counter()
         for s in range(0, len(tensors), args.batch_size):
             run_batch(model, tensors[s:s + args.batch_size])
-        f = len(tensors) / (time.perf_counter() - t0)
-        for nice in nices:  # the default last: its figures are the headline ones
+        return len(tensors) / (time.perf_counter() - t0)
+
+    fwd, idx, ratios, embed_ratios, fixed, schedules, procs = [], [], [], [], [], set(), set()
+    before, k = forward(), 0
+    for rep in range(args.reps):
+        for nice, processes in variants:
             threads.BACKGROUND_NICE = nice
             t0 = time.perf_counter()
-            stats = build_index(ckpt, tmp / "imgs", tmp / f"ix{rep}-nice{nice}", batch_size=args.batch_size,
-                                workers=args.workers, progress=False)
+            stats = build_index(ckpt, tmp / "imgs", tmp / f"ix{k}", batch_size=args.batch_size,
+                                workers=args.workers, progress=False, processes=processes)
             i = stats.embedded / (time.perf_counter() - t0)
             threads.BACKGROUND_NICE = default_nice
-            by_nice.setdefault(nice, []).append((i / f, i))
+            shutil.rmtree(tmp / f"ix{k}", ignore_errors=True)
+            k += 1
+            after = forward()  # the bare forward right before and right after: the box changes speed in phases
+            f = (before + after) / 2
+            before = after
+            by_variant.setdefault((nice, processes), []).append((i / f, i, stats.processes))
         fwd.append(f)
         idx.append(i)
         ratios.append(i / f)
         embed_ratios.append(stats.embedded / stats.embed_seconds / f)
         fixed.append(stats.seconds - stats.embed_seconds)  # model load + checkpoint hash + scan + final write
         schedules.add(stats.decode)
+        procs.add(stats.processes)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    def label(nice: int, processes: int | None) -> str:
+        return f"nice={nice},processes={'auto' if processes is None else processes}"
+
     return {"bench": "index_throughput", "model": args.model, "checkpoint": str(ckpt), "images": len(files),
             "batch_size": args.batch_size, "workers": args.workers, "threads": args.threads,
             "forward_img_s": round(statistics.median(fwd), 2), "index_img_s": round(statistics.median(idx), 2),
@@ -126,10 +147,11 @@ def bench_throughput(args: argparse.Namespace) -> dict:
             "embed_phase_ratio_median": round(statistics.median(embed_ratios), 3),
             "embed_phase_ratios": [round(r, 3) for r in embed_ratios],
             "fixed_seconds_median": round(statistics.median(fixed), 2), "decode": sorted(schedules),
-            **({"by_background_nice": {str(k): {"ratio_median": round(statistics.median(r[0] for r in v), 3),
-                                                "img_s_median": round(statistics.median(r[1] for r in v), 1),
-                                                "ratios": [round(r[0], 3) for r in v]}
-                                       for k, v in sorted(by_nice.items())}} if len(by_nice) > 1 else {})}
+            "processes": sorted(procs),
+            **({"by_variant": {label(*key): {"ratio_median": round(statistics.median(r[0] for r in v), 3),
+                                             "img_s_median": round(statistics.median(r[1] for r in v), 1),
+                                             "ratios": [round(r[0], 3) for r in v], "processes": v[0][2]}
+                               for key, v in by_variant.items()}} if len(by_variant) > 1 else {})}
 
 
 # ----------------------------------------------------------------------------- search
@@ -327,6 +349,9 @@ def main() -> None:
     p.add_argument("--nice", type=lambda v: [int(x) for x in v.split(",")], default=[],
                    help="throughput: also index with these background-thread nice increments (e.g. 0), side by "
                         "side with the default (dgml_viz.utils.threads.BACKGROUND_NICE) in every repetition")
+    p.add_argument("--processes", type=lambda v: [int(x) for x in v.split(",")], default=[],
+                   help="throughput: also index with these worker-process counts (e.g. 1 = one process with decode "
+                        "threads), side by side with the default (choose_processes) in every repetition")
     p.add_argument("--sizes", default="60000,1000000")
     p.add_argument("--queries", type=int, default=100)
     args = p.parse_args()

@@ -33,3 +33,7 @@ class DatasetError(DgmlVizError):
 
 class OutputError(DgmlVizError):
     """An output folder or file cannot be used: it is a file, not writable, or locked by another run."""
+
+
+class WorkerError(DgmlVizError):
+    """A worker process of a parallel job failed or was killed (what finished before is kept)."""

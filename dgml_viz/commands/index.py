@@ -28,7 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", help="a folder (searched recursively), a list file (one path per line) or one image")
     parser.add_argument("--out", required=True, help="index folder")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decode threads")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="decode threads (when embedding in one process)")
+    parser.add_argument("--processes", type=int, default=None, metavar="N",
+                        help="worker processes that decode + embed, each with its share of the torch threads "
+                             "(default on a CPU, Linux: one per torch thread, at most 8, and 1 for small jobs; "
+                             "1 = this process with --workers decode threads; a GPU model always uses 1)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--resume", action="store_true", help="keep the pending chunks of an interrupted run")
     parser.add_argument("--shard", default=None, metavar="I/N",
@@ -52,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.ckpt or not args.images:
         raise ConfigError("--ckpt and --images are required (unless --merge)")
-    if args.batch_size < 1 or args.chunk_size < 1:
-        raise ConfigError("--batch-size and --chunk-size must be >= 1")
+    if args.batch_size < 1 or args.chunk_size < 1 or (args.processes is not None and args.processes < 1):
+        raise ConfigError("--batch-size, --chunk-size and --processes must be >= 1")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         torch.device(device)
@@ -61,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--device {device!r}: {exc}") from None
     stats = build_index(args.ckpt, args.images, args.out, batch_size=args.batch_size, workers=args.workers,
                         device=device, resume=args.resume, shard=parse_shard(args.shard),
-                        chunk_size=args.chunk_size, max_pixels=args.max_pixels, rebuild=args.rebuild)
+                        chunk_size=args.chunk_size, max_pixels=args.max_pixels, rebuild=args.rebuild,
+                        processes=args.processes)
     summary = stats.as_dict()
     rate = stats.embedded / stats.seconds if stats.seconds > 0 else 0.0
     logger.info("index %s: %d embedded (%.1f img/s), %d unchanged, %d resumed, %d removed, %d bad", stats.out,

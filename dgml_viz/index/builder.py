@@ -34,7 +34,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -48,6 +48,12 @@ from dgml_viz.utils.threads import background_pool
 logger = logging.getLogger(__name__)
 
 PENDING = ".pending"
+#: default worker processes (CPU model, Linux): one per torch thread, at most this many, ...
+MAX_AUTO_PROCESSES = 8
+#: ... and only when each gets at least this many batches (a smaller job stays in this process)
+MIN_BATCHES_PER_PROCESS = 4
+#: work units per worker process (see _unit_size)
+UNITS_PER_PROCESS = 4
 #: decoding goes in the forward's gaps ("phased", :class:`_Decoder`) when its CPU seconds per image are under
 #: this share of the forward's time per image (ResNet-50 on a 2-core CPU: ~5 ms vs ~120 ms)
 PHASED_SHARE = 0.1
@@ -67,7 +73,8 @@ class BuildStats:
     failed: int = 0  # bad files (this run's and carried over)
     seconds: float = 0.0  # the whole call (model load, hashing, scanning, embedding, writing)
     embed_seconds: float = 0.0  # decoding + forward passes + pending chunks only
-    decode: str = ""  # how decoding ran beside the forward: "overlapped" or "phased" (see _Decoder); "" if nothing ran
+    decode: str = ""  # how decoding ran beside the forward: "overlapped", "phased" or "inline" (see _Decoder); "" if nothing ran
+    processes: int = 1  # worker processes that embedded (1: this process; see choose_processes)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -135,10 +142,17 @@ def _write_chunk(folder: Path, number: int, rows: Rows, errors: list[dict[str, A
         np.savez(tmp, **arrays)
 
 
-def _read_chunks(folder: Path, sha: str) -> list[tuple[Rows, list[dict[str, Any]]]]:
-    """Pending chunks of an interrupted run made with the same checkpoint (others are ignored)."""
+def _chunk_number(f: Path) -> int:
+    return int(f.stem.split("-")[1])
+
+
+def _read_chunks(folder: Path, sha: str, numbers: range | None = None) -> list[tuple[Rows, list[dict[str, Any]]]]:
+    """Pending chunks made with the same checkpoint (others are ignored), in number order; only those
+    numbered in ``numbers`` when given."""
     out = []
     for f in sorted(folder.glob("chunk-*.npz")):
+        if numbers is not None and _chunk_number(f) not in numbers:
+            continue
         try:
             with np.load(f, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
@@ -167,12 +181,14 @@ class _Decoder:
     of the bare forward overlapped with 1 or 2 decode threads at any priority, 0.99 phased); decoding in the
     gaps costs only its own CPU time. The decode threads run below the caller's priority in both schedules
     (:func:`~dgml_viz.utils.threads.background_pool`). :meth:`choose` picks the schedule after the
-    first batch (which nothing can overlap anyway); ``overlap`` forces one."""
+    first batch (which nothing can overlap anyway); ``overlap`` forces one. ``workers=0`` decodes *inline*, in the
+    caller's thread before each forward (a worker process of :func:`_embed_forked`: one core, nothing to overlap)."""
 
     def __init__(self, items: Sequence[tuple[Path, Stamp]], transform: dict[str, Any], workers: int,
                  batch_size: int, max_pixels: int | None, overlap: bool | None) -> None:
         self.items, self.transform, self.max_pixels = items, transform, max_pixels
-        self.workers, self.batch_size, self.overlap = max(1, workers), max(1, batch_size), overlap
+        self.workers, self.batch_size = max(0, workers), max(1, batch_size)
+        self.overlap = False if self.workers == 0 else overlap
         self.decode_cpu: list[float] = []  # CPU seconds of each decode of the first batch (list.append is atomic)
 
     def _work(self, path: Path) -> tuple[torch.Tensor, Any]:
@@ -193,25 +209,35 @@ class _Decoder:
             logger.debug("decode %.2f ms CPU/img, forward %.1f ms/img: %s decoding", per_image * 1e3,
                          forward_s / images * 1e3, "overlapped" if self.overlap else "phased")
 
+    @property
+    def schedule(self) -> str:
+        """How decoding ran: "inline", "overlapped", "phased" ("" before the first batch)."""
+        return "inline" if self.workers == 0 else {None: "", True: "overlapped", False: "phased"}[self.overlap]
+
     def batches(self) -> Iterator[list[tuple[Path, Stamp, Any]]]:
         todo = iter(self.items)
+        if self.workers == 0:
+            while batch := list(itertools.islice(todo, self.batch_size)):
+                yield [(p, stamp, _caught(self._work, p)) for p, stamp in batch]
+            return
         with background_pool(self.workers, "index-decode") as pool:
             def submit() -> list[tuple[Path, Stamp, Future[Any]]]:
                 return [(p, stamp, pool.submit(self._work, p)) for p, stamp in itertools.islice(todo, self.batch_size)]
 
             ahead = submit()
             while ahead:
-                batch = [(p, stamp, _outcome(fut)) for p, stamp, fut in ahead]
+                batch = [(p, stamp, _caught(fut.result)) for p, stamp, fut in ahead]
                 ahead = submit() if self.overlap else []  # overlapped: decoding while the caller forwards
                 yield batch
                 if not ahead:
                     ahead = submit()
 
 
-def _outcome(fut: Future[Any]) -> Any:
-    """A decode's result, or its :class:`ImageError` (any other exception propagates)."""
+def _caught(call: Any, *args: Any) -> Any:
+    """``call(*args)`` (a decode, or a decode's ``Future.result``), or the :class:`ImageError` it raised (any
+    other exception propagates)."""
     try:
-        return fut.result()
+        return call(*args)
     except ImageError as exc:
         return exc
 
@@ -255,38 +281,113 @@ class _ChunkWriter:
 
 
 def _embed(model: Any, items: Sequence[tuple[Path, tuple[int, int]]], writer: _ChunkWriter, *, batch_size: int,
-           workers: int, max_pixels: int | None, progress: bool) -> tuple[int, int, str]:
+           workers: int, max_pixels: int | None, progress: Callable[[int], None]) -> tuple[int, int, str]:
     """Embed ``items`` (path, stamp) into ``writer``; returns ``(embedded, failed, decode schedule)``. Decoding
-    runs in ``workers`` threads, overlapped with the forward or in its gaps (:class:`_Decoder`)."""
-    from tqdm import tqdm
-
+    runs in ``workers`` threads, overlapped with the forward or in its gaps, or inline with ``workers=0``
+    (:class:`_Decoder`); ``progress(n)`` is called after every batch of ``n`` files."""
     from dgml_viz.inference import model_device
 
     on_cpu = model_device(model).type == "cpu"
     decoder = _Decoder(items, dict(model.transform), workers, batch_size, max_pixels, None if on_cpu else True)
     embedded = failed = 0
-    with tqdm(total=len(items), unit="img", desc="index", disable=None if progress else True) as bar:
-        for decoded in decoder.batches():
-            batch = []
-            for path, stamp, res in decoded:
-                if isinstance(res, ImageError):
-                    logger.warning("skipped: %s", res)
-                    writer.error({"path": str(path), "error": str(res), "size": stamp[0], "mtime_ns": stamp[1]})
-                    failed += 1
-                else:
-                    batch.append((path, stamp, *res))
-            if batch:
-                t0 = time.perf_counter()
-                out = run_batch(model, [b[2] for b in batch])
-                decoder.choose(time.perf_counter() - t0, len(batch))
-                groups = out.groups.detach().float().cpu().numpy().astype(GROUPS_DTYPE, copy=False)
-                att = None if out.attention is None else \
-                    out.attention.detach().float().cpu().numpy().astype(ATTENTION_DTYPE)
-                writer.add([str(b[0]) for b in batch], [info_row(*b[1], b[3]) for b in batch], groups, att)
-                embedded += len(batch)
-            bar.update(len(decoded))
+    for decoded in decoder.batches():
+        batch = []
+        for path, stamp, res in decoded:
+            if isinstance(res, ImageError):
+                logger.warning("skipped: %s", res)
+                writer.error({"path": str(path), "error": str(res), "size": stamp[0], "mtime_ns": stamp[1]})
+                failed += 1
+            else:
+                batch.append((path, stamp, *res))
+        if batch:
+            t0 = time.perf_counter()
+            out = run_batch(model, [b[2] for b in batch])
+            decoder.choose(time.perf_counter() - t0, len(batch))
+            groups = out.groups.detach().float().cpu().numpy().astype(GROUPS_DTYPE, copy=False)
+            att = None if out.attention is None else \
+                out.attention.detach().float().cpu().numpy().astype(ATTENTION_DTYPE)
+            writer.add([str(b[0]) for b in batch], [info_row(*b[1], b[3]) for b in batch], groups, att)
+            embedded += len(batch)
+        progress(len(decoded))
     writer.flush()
-    return embedded, failed, {None: "", True: "overlapped", False: "phased"}[decoder.overlap]
+    return embedded, failed, decoder.schedule
+
+
+def choose_processes(requested: int | None, model: Any, images: int, batch_size: int) -> int:
+    """Worker processes for embedding ``images`` files: ``requested`` when given (1 = in this process; at most
+    one per batch), else
+    one per torch thread (at most :data:`MAX_AUTO_PROCESSES`, and one per :data:`MIN_BATCHES_PER_PROCESS`
+    batches) for a CPU model on Linux, 1 otherwise (a GPU model, a small job, no fork)."""
+    from dgml_viz.inference import model_device
+    from dgml_viz.utils.processes import can_fork
+
+    if requested is not None and requested < 1:
+        raise ConfigError(f"processes must be >= 1 (1 = embed in this process), got {requested}")
+    if model_device(model).type != "cpu" or not can_fork():
+        if requested is not None and requested > 1:
+            logger.warning("worker processes need a CPU model on Linux; embedding in this process")
+        return 1
+    if requested is not None:
+        return max(1, min(requested, -(-images // batch_size)))  # no more processes than batches
+    return max(1, min(torch.get_num_threads(), MAX_AUTO_PROCESSES, images // (MIN_BATCHES_PER_PROCESS * batch_size)))
+
+
+def _unit_size(images: int, processes: int, batch_size: int, chunk_size: int) -> int:
+    """Images per work unit (= pending chunk) of :func:`_embed_forked`: whole batches, at most ``chunk_size``,
+    small enough for ~:data:`UNITS_PER_PROCESS` units per process (the last units balance the load)."""
+    per = -(-images // (processes * UNITS_PER_PROCESS))
+    return max(1, min(chunk_size, -(-per // batch_size) * batch_size))
+
+
+def _embed_all(model: Any, items: Sequence[tuple[Path, Stamp]], folder: Path, sha: str, first: int, *,
+               processes: int | None, batch_size: int, workers: int, chunk_size: int, max_pixels: int | None,
+               progress: Callable[[int], None]) -> tuple[list[Chunk], int, str, int]:
+    """Embed ``items`` into pending chunks numbered from ``first``, in this process or in worker processes
+    (:func:`choose_processes`); returns ``(chunks written, images embedded, decode schedule, processes)``.
+
+    With the default (``processes=None``) and more than one process possible, the first batch runs here and
+    its schedule decides (:class:`_Decoder`): a model whose forward dwarfs decoding ("phased", e.g. ResNet-50
+    on a 2-core CPU: 0.91 of the bare forward in one process vs 0.82 in two, ``bench/RESULTS.md``) stays
+    here, a light one ("overlapped", e.g. the demo model: 0.70 vs 0.96) goes to worker processes for the rest."""
+    procs = choose_processes(processes, model, len(items), batch_size)
+    writer = _ChunkWriter(folder, chunk_size, sha, first)
+    kw = {"batch_size": batch_size, "max_pixels": max_pixels, "progress": progress}
+    done = embedded = 0
+    schedule = ""
+    if procs > 1 and processes is None:
+        done = min(batch_size, len(items))
+        embedded, _, schedule = _embed(model, items[:done], writer, workers=workers, **kw)  # flushes its chunk
+        if schedule == "phased":
+            procs = 1
+    if procs > 1:
+        fresh = writer.written + _embed_forked(model, items[done:], folder, sha, writer.number, processes=procs,
+                                               chunk_size=chunk_size, **kw)
+        return fresh, sum(len(rows.paths) for rows, _ in fresh), "inline", procs
+    n, _, rest = _embed(model, items[done:], writer, workers=workers, **kw)
+    return writer.written, embedded + n, schedule or rest, 1
+
+
+def _embed_forked(model: Any, items: Sequence[tuple[Path, Stamp]], folder: Path, sha: str, first: int, *,
+                  processes: int, batch_size: int, chunk_size: int, max_pixels: int | None,
+                  progress: Callable[[int], None]) -> list[Chunk]:
+    """Embed ``items`` in ``processes`` forked workers (:func:`dgml_viz.utils.processes.run_forked`), each with
+    ``torch.get_num_threads() // processes`` threads and inline decoding. The items are cut into units of
+    whole batches in input order; unit ``u`` becomes pending chunk ``first + u`` (so the chunks, read back in
+    number order, keep the input order and a killed run resumes from the finished units)."""
+    from dgml_viz.utils.processes import run_forked
+
+    unit = _unit_size(len(items), processes, batch_size, chunk_size)
+    units = -(-len(items) // unit)
+
+    def work(u: int, report: Callable[[int], None]) -> None:
+        writer = _ChunkWriter(folder, unit, sha, first + u)
+        _embed(model, items[u * unit:(u + 1) * unit], writer, batch_size=batch_size, workers=0,
+               max_pixels=max_pixels, progress=report)
+
+    logger.debug("embedding %d images in %d processes, %d units of %d", len(items), processes, units, unit)
+    run_forked(work, units, processes, threads=max(1, torch.get_num_threads() // processes), progress=progress,
+               name="index-worker")
+    return _read_chunks(folder, sha, range(first, first + units))
 
 
 # --------------------------------------------------------------------------- planning
@@ -361,7 +462,7 @@ def _next_chunk_number(pending: Path, chunks: Sequence[Chunk]) -> int:
     """Number of the first new pending chunk (after the resumed ones)."""
     if not chunks:
         return 0
-    return max(int(f.stem.split("-")[1]) for f in pending.glob("chunk-*.npz")) + 1
+    return max(_chunk_number(f) for f in pending.glob("chunk-*.npz")) + 1
 
 
 def _plan(wanted: dict[str, tuple[Path, Stamp]], chunks: Sequence[Chunk], existing: Any,
@@ -441,7 +542,8 @@ def _write_rows(target: Path, existing: Any, plan: _Plan, chunks: Sequence[Chunk
 def build_index(ckpt: str | os.PathLike[str], images: str | os.PathLike[str], out: str | os.PathLike[str], *,
                 batch_size: int = 32, workers: int = 2, device: str | torch.device | None = None,
                 resume: bool = False, shard: tuple[int, int] | None = None, chunk_size: int = 1024,
-                max_pixels: int | None = None, rebuild: bool = False, progress: bool = True) -> BuildStats:
+                max_pixels: int | None = None, rebuild: bool = False, progress: bool = True,
+                processes: int | None = None) -> BuildStats:
     """Embed the images named by ``images`` with the checkpoint ``ckpt`` into the index ``out``.
 
     Args:
@@ -451,7 +553,7 @@ def build_index(ckpt: str | os.PathLike[str], images: str | os.PathLike[str], ou
         out: the index folder (created); with a shard, the shard is written to
             ``<out>/shards/<i>-of-<n>`` (see :func:`shard_dir`).
         batch_size: images per forward pass.
-        workers: decode threads.
+        workers: decode threads (in this process; worker processes decode inline).
         device: torch device for the model (default: CPU).
         resume: keep the pending chunks of an interrupted run.
         shard: ``(i, n)``; default from torchrun's ``RANK``/``WORLD_SIZE`` when set.
@@ -459,14 +561,20 @@ def build_index(ckpt: str | os.PathLike[str], images: str | os.PathLike[str], ou
         max_pixels: decompression-bomb limit (see :mod:`dgml_viz.data.images`).
         rebuild: ignore an existing index (e.g. one built with another checkpoint).
         progress: show a tqdm bar.
+        processes: worker processes that embed (forked, sharing the loaded model; each writes its own
+            pending chunks); default :func:`choose_processes` (on a CPU: one per torch thread), 1 = this
+            process (decode threads beside the forward).
 
     Returns:
         :class:`BuildStats` of the run.
 
     Raises:
         ConfigError: the existing index was built with another checkpoint (and not ``rebuild``),
-            bad input spec. CheckpointError: unreadable checkpoint.
+            bad input spec. CheckpointError: unreadable checkpoint. WorkerError: a worker process failed
+            (its finished chunks stay pending for ``resume``).
     """
+    from tqdm import tqdm
+
     t0, ckpt = time.perf_counter(), Path(ckpt)
     shard = shard if shard is not None else shard_from_env()
     target = Path(out) if shard is None else shard_dir(out, shard)
@@ -477,12 +585,14 @@ def build_index(ckpt: str | os.PathLike[str], images: str | os.PathLike[str], ou
     chunks = _pending_chunks(target / PENDING, sha, resume)
     plan = _plan(wanted, chunks, existing, gone_errors)
     _record_plan(stats, plan, len(wanted) + len(gone_errors), shard)
-    writer = _ChunkWriter(target / PENDING, chunk_size, sha, _next_chunk_number(target / PENDING, chunks))
     t_embed = time.perf_counter()
-    stats.embedded, _, stats.decode = _embed(model, plan.todo, writer, batch_size=batch_size, workers=workers,
-                               max_pixels=max_pixels, progress=progress)
+    with tqdm(total=len(plan.todo), unit="img", desc="index", disable=None if progress else True) as bar:
+        fresh, stats.embedded, stats.decode, stats.processes = _embed_all(
+            model, plan.todo, target / PENDING, sha, _next_chunk_number(target / PENDING, chunks),
+            processes=processes, batch_size=batch_size, workers=workers, chunk_size=chunk_size,
+            max_pixels=max_pixels, progress=bar.update)
     stats.embed_seconds = time.perf_counter() - t_embed
-    new_chunks = chunks + writer.written
+    new_chunks = chunks + fresh
     errors = plan.errors + _chunk_errors(new_chunks, wanted)
     stats.failed = len({e["path"] for e in errors})
     if _up_to_date(existing, new_chunks, stats.removed, errors):
