@@ -111,6 +111,9 @@ def run_forked(work: Work, units: int, processes: int, *, threads: int = 1,
     procs = [ctx.Process(target=_child, args=(work, units, threads, next_unit, done, os.getpid()),
                          name=f"{name}-{i}", daemon=True) for i in range(max(1, min(processes, units)))]
     shown = 0
+    for stream in (sys.stdout, sys.stderr):  # a child flushes its copy of these buffers when it ends
+        if stream is not None:
+            stream.flush()
     try:
         for p in procs:
             p.start()
