@@ -22,11 +22,18 @@ def test_each_unit_once_in_children_with_their_threads(tmp_path: Path) -> None:
     parent = os.getpid()
 
     def work(unit: int, report) -> None:  # noqa: ANN001
+        torch.nn.Conv2d(3, 8, 3)(torch.randn(4, 3, 64, 64))  # runs (no hang) on the child's one thread
         (tmp_path / f"{unit}-{os.getpid()}-{torch.get_num_threads()}").touch()
         report(unit + 1)
 
     seen: list[int] = []
-    processes.run_forked(work, 11, 3, threads=1, progress=seen.append, poll_s=0.01)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:  # the parent's 2-thread OpenMP team exists before the fork (a child using it would hang)
+        torch.nn.Conv2d(3, 8, 3)(torch.randn(4, 3, 64, 64))
+        processes.run_forked(work, 11, 3, progress=seen.append, poll_s=0.01)
+    finally:
+        torch.set_num_threads(old)
     done = [f.name.split("-") for f in tmp_path.iterdir()]
     assert sorted(int(u) for u, _, _ in done) == list(range(11))
     assert {int(t) for _, _, t in done} == {1} and parent not in {int(p) for _, p, _ in done}

@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 PENDING = ".pending"
 #: default worker processes (CPU model, Linux): one per torch thread, at most this many, ...
-MAX_AUTO_PROCESSES = 8
+MAX_AUTO_PROCESSES = 16
 #: ... and only when each gets at least this many batches (a smaller job stays in this process)
 MIN_BATCHES_PER_PROCESS = 4
 #: work units per worker process (see _unit_size)
@@ -371,7 +371,7 @@ def _embed_forked(model: Any, items: Sequence[tuple[Path, Stamp]], folder: Path,
                   processes: int, batch_size: int, chunk_size: int, max_pixels: int | None,
                   progress: Callable[[int], None]) -> list[Chunk]:
     """Embed ``items`` in ``processes`` forked workers (:func:`dgml_viz.utils.processes.run_forked`), each with
-    ``torch.get_num_threads() // processes`` threads and inline decoding. The items are cut into units of
+    one torch thread and inline decoding. The items are cut into units of
     whole batches in input order; unit ``u`` becomes pending chunk ``first + u`` (so the chunks, read back in
     number order, keep the input order and a killed run resumes from the finished units)."""
     from dgml_viz.utils.processes import run_forked
@@ -385,8 +385,7 @@ def _embed_forked(model: Any, items: Sequence[tuple[Path, Stamp]], folder: Path,
                max_pixels=max_pixels, progress=report)
 
     logger.debug("embedding %d images in %d processes, %d units of %d", len(items), processes, units, unit)
-    run_forked(work, units, processes, threads=max(1, torch.get_num_threads() // processes), progress=progress,
-               name="index-worker")
+    run_forked(work, units, processes, progress=progress, name="index-worker")
     return _read_chunks(folder, sha, range(first, first + units))
 
 

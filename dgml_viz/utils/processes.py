@@ -8,7 +8,9 @@ work: one such serial loop runs at ~0.5 of the 2-thread bare forward, two of the
 ``bench/RESULTS.md``).
 
 :func:`run_forked` forks ``processes`` children after the caller has loaded its model, so they share
-its weights copy-on-write (no reload, no re-import). Each child sets its torch thread count, then pulls
+its weights copy-on-write (no reload, no re-import). Each child runs torch on **one** thread — GNU OpenMP is
+not fork-safe: a child that enters a 2-thread parallel region after its parent used OpenMP hangs (seen here
+with torch 2.14.1: a forked ``Conv2d`` forward at 2 threads never returned; at 1 thread it runs) — then pulls
 unit numbers from a shared counter (dynamic balancing) and calls ``work(unit, report)``; ``report(n)``
 adds to a shared progress counter the parent shows. A child dies with its parent (``PR_SET_PDEATHSIG``),
 so a killed run leaves no orphan still writing. A child that fails ends the run: the others are
@@ -52,11 +54,11 @@ def _die_with_parent(parent: int) -> None:
         os._exit(EXIT_INTERRUPTED)
 
 
-def _child(work: Work, units: int, threads: int, next_unit: Any, done: Any, parent: int) -> None:
+def _child(work: Work, units: int, next_unit: Any, done: Any, parent: int) -> None:
     _die_with_parent(parent)
     import torch
 
-    torch.set_num_threads(max(1, threads))
+    torch.set_num_threads(1)  # never more after fork (module docstring)
 
     def report(n: int) -> None:
         with done.get_lock():
@@ -83,16 +85,14 @@ def _child(work: Work, units: int, threads: int, next_unit: Any, done: Any, pare
         sys.exit(EXIT_BUG)
 
 
-def run_forked(work: Work, units: int, processes: int, *, threads: int = 1,
-               progress: Callable[[int], None] | None = None, name: str = "worker", poll_s: float = 0.2) -> None:
+def run_forked(work: Work, units: int, processes: int, *, progress: Callable[[int], None] | None = None, name: str = "worker", poll_s: float = 0.2) -> None:
     """Run ``work(unit, report)`` for every ``unit`` in ``range(units)`` across ``processes`` forked children.
 
     Args:
         work: called in a child; ``report(n)`` counts ``n`` finished items for ``progress``. It must
             keep its results itself (files): nothing is returned to the parent.
         units: number of work units (pulled in order, each by one child).
-        processes: children to fork (at most ``units``).
-        threads: torch threads in each child.
+        processes: children to fork (at most ``units``), one torch thread each.
         progress: called in the parent with the items reported since its last call.
         name: children's process names (``name-<i>``), used in messages.
 
@@ -108,7 +108,7 @@ def run_forked(work: Work, units: int, processes: int, *, threads: int = 1,
         return
     ctx = multiprocessing.get_context("fork")
     next_unit, done = ctx.Value("q", 0), ctx.Value("q", 0)
-    procs = [ctx.Process(target=_child, args=(work, units, threads, next_unit, done, os.getpid()),
+    procs = [ctx.Process(target=_child, args=(work, units, next_unit, done, os.getpid()),
                          name=f"{name}-{i}", daemon=True) for i in range(max(1, min(processes, units)))]
     shown = 0
     for stream in (sys.stdout, sys.stderr):  # a child flushes its copy of these buffers when it ends
