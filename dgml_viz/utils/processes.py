@@ -85,7 +85,8 @@ def _child(work: Work, units: int, next_unit: Any, done: Any, parent: int) -> No
         sys.exit(EXIT_BUG)
 
 
-def run_forked(work: Work, units: int, processes: int, *, progress: Callable[[int], None] | None = None, name: str = "worker", poll_s: float = 0.2) -> None:
+def run_forked(work: Work, units: int, processes: int, *, progress: Callable[[int], None] | None = None,
+               name: str = "worker", poll_s: float = 0.2) -> None:
     """Run ``work(unit, report)`` for every ``unit`` in ``range(units)`` across ``processes`` forked children.
 
     Args:
