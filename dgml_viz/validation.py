@@ -131,7 +131,7 @@ def meta_model(config: Any) -> torch.nn.Module | None:
         raise
     except NotImplementedError:
         return None
-    except (RuntimeError, ValueError, TypeError, AssertionError, OverflowError) as exc:
+    except (RuntimeError, ValueError, TypeError, AssertionError, ArithmeticError) as exc:  # e.g. 1/sqrt(0 channels)
         raise ConfigError(f"cannot build {config.backbone} + {config.head} with these values "
                           f"({_first_line(exc)})") from None
     total = sum(t.numel() for t in model.state_dict().values())

@@ -50,7 +50,10 @@ def _drop(section: str, key: str) -> Callable[[dict[str, Any]], None]:
 
 BAD_CHECKPOINTS = {
     "reduction=0": (_set("config", "reduction", 0), "reduction must be an integer in [1, 65536]"),
-    "negative width": (_set("config", "backbone_kwargs", {"width": -4}), "negative dimension"),
+    "negative width": (_set("config", "backbone_kwargs", {"width": -4}), "small_cnn width must be an integer >= 1, got -4"),
+    "zero width": (_set("config", "backbone_kwargs", {"width": 0}), "small_cnn width must be an integer >= 1"),
+    "zero width, channel head": (lambda p: (p["config"].update(head="channel", backbone_kwargs={"width": 0})),
+                                 "small_cnn width must be an integer >= 1"),
     "huge width": (_set("config", "backbone_kwargs", {"width": 10 ** 6}), "parameters (limit"),
     "dim=2**40": (_set("config", "dim", 2 ** 40), "dim must be an integer"),
     "groups as text": (_set("config", "groups", "3"), "groups must be an integer"),
@@ -132,7 +135,8 @@ def test_shipped_checkpoints_pass_validation() -> None:
     ("eval.ks=[]", "eval.ks must be a non-empty list"),
     ("data.size=0", "data.size must be an integer in [8, 4096]"),
     ("data.crop_scale=[0.5,0.1]", "data.crop_scale[1] must be a number in [0.5, 1]"),
-    ("model.backbone_kwargs.width=-4", "model: cannot build small_cnn"),
+    ("model.backbone_kwargs.width=-4", "model: small_cnn width must be an integer >= 1, got -4"),
+    ("model.backbone_kwargs.width=0", "model: small_cnn width must be an integer >= 1, got 0"),
     ("model.dim=1099511627776", "model.dim must be an integer"),
     ("model.groups=0", "model.groups must be an integer in [1, 256]"),
 ])

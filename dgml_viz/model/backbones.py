@@ -17,7 +17,7 @@ from urllib.error import URLError
 import torch
 from torch import Tensor, nn
 
-from dgml_viz.errors import DgmlVizError
+from dgml_viz.errors import ConfigError, DgmlVizError
 from dgml_viz.model.timm_backbone import TIMM_PREFIX, create_timm_backbone, timm_info
 
 logger = logging.getLogger(__name__)
@@ -198,6 +198,8 @@ def small_cnn(pretrained: bool = False, width: int = 32) -> nn.Module:
     """
     if pretrained:
         raise DgmlVizError("small_cnn has no pretrained weights; train it with `dgml-viz train`")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ConfigError(f"small_cnn width must be an integer >= 1, got {width!r}")
     widths = [width, width, 2 * width, 2 * width, 4 * width, 4 * width]
     layers: list[nn.Module] = []
     cin = 3
