@@ -105,3 +105,38 @@ def test_heatmaps_decodes_and_writes_in_background_threads(tmp_path: Path, monke
     assert [r["status"] for r in recs] == ["ok"] * 6
     low = min(19, main + threads.BACKGROUND_NICE)
     assert seen == {"decode": {low}, "write": {low}, "forward": {main}}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork + /proc/self/task: Linux")
+def test_a_fork_right_after_a_pool_of_matmul_threads_does_not_hang() -> None:
+    """MKL's per-thread buffers are freed under a process-wide lock as a thread exits, after Python's join: a
+    fork in that moment leaves the child's first matmul spinning (a plain ThreadPoolExecutor here: about
+    half of these forks hang). background_pool's exit waits for its threads to be gone from the kernel."""
+    import time
+
+    import torch
+
+    grid, wy, wx = torch.randn(16, 3, 7, 7), torch.randn(128, 7), torch.randn(128, 7)
+
+    def job(_: int) -> None:
+        for _ in range(5):
+            torch.matmul(torch.matmul(wy, grid), wx.T)
+
+    hung = 0
+    for _ in range(25):
+        with threads.background_pool(2, "mkl") as pool:
+            list(pool.map(job, range(4)))
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover (child)
+            torch.set_num_threads(1)
+            job(0)
+            os._exit(0)
+        deadline = time.monotonic() + 10
+        while not os.waitpid(pid, os.WNOHANG)[0]:
+            if time.monotonic() > deadline:
+                hung += 1
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.001)
+    assert hung == 0
