@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from dgml_viz.cli import main
-from dgml_viz.errors import ConfigError, WorkerError
+from dgml_viz.errors import WorkerError
 from dgml_viz.index import builder, store
-from dgml_viz.index.builder import build_index, choose_processes
+from dgml_viz.index.builder import build_index
 from dgml_viz.index.store import open_index
 from dgml_viz.utils import processes as procs_mod
 
@@ -28,23 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """37 files: crops of scikit-image photos saved by Pillow as PNG and JPEG (odd sizes), one corrupt."""
-    import skimage.data
-
-    root = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(3)
-    srcs = [np.ascontiguousarray(getattr(skimage.data, k)()[..., :3]) for k in ("astronaut", "chelsea", "coffee")]
-    for i in range(36):
-        src = srcs[i % 3]
-        h, w = int(rng.integers(40, 90)), int(rng.integers(40, 90))
-        y, x = int(rng.integers(0, src.shape[0] - h)), int(rng.integers(0, src.shape[1] - w))
-        img = Image.fromarray(np.ascontiguousarray(src[y:y + h, x:x + w]))
-        sub = root / f"c{i % 4}"
-        sub.mkdir(exist_ok=True)
-        img.save(sub / f"p{i:02d}.jpg", quality=88) if i % 2 else img.save(sub / f"p{i:02d}.png")
-    (root / "c1" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    return root
+def photos(photo_crops: Path) -> Path:
+    return photo_crops
 
 
 @pytest.fixture(scope="module")
@@ -181,38 +165,6 @@ def test_workers_die_with_a_sigkilled_parent(ckpt: Path, photos: Path, tmp_path:
         for w in [int(p.name) for p in flags.iterdir()]:
             if _alive(w):
                 os.kill(w, signal.SIGKILL)
-
-
-def test_choose_processes(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    import torch
-
-    from dgml_viz.model import create_model
-
-    model = create_model("small_cnn", groups=2, dim=16, width=8)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
-    assert choose_processes(None, model, 10_000, 32) == 4  # one per torch thread
-    assert choose_processes(None, model, 3 * 32 * builder.MIN_BATCHES_PER_PROCESS, 32) == 3  # small job: fewer
-    assert choose_processes(None, model, 31, 32) == 1
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 64)
-    assert choose_processes(None, model, 10 ** 6, 32) == builder.MAX_AUTO_PROCESSES
-    assert choose_processes(5, model, 1000, 32) == 5  # asked for: as asked ...
-    assert choose_processes(5, model, 70, 32) == 3  # ... but no more than batches
-    assert choose_processes(5, model, 0, 32) == 1
-    with pytest.raises(ConfigError, match="processes must be >= 1"):
-        choose_processes(0, model, 10, 32)
-    monkeypatch.setattr(procs_mod, "can_fork", lambda: False)
-    assert choose_processes(None, model, 10 ** 6, 32) == 1
-    with caplog.at_level("WARNING"):
-        assert choose_processes(2, model, 10 ** 6, 32) == 1
-    assert "embedding in this process" in caplog.text
-
-
-def test_unit_size_keeps_whole_batches_and_the_chunk_cap() -> None:
-    for images, procs, batch, chunk in [(2048, 2, 32, 1024), (60_000, 8, 32, 1024), (37, 3, 4, 8), (5, 2, 32, 1024)]:
-        unit = builder._unit_size(images, procs, batch, chunk)
-        assert 1 <= unit <= chunk and (unit % batch == 0 or unit == chunk)
-        if images >= procs * batch:
-            assert -(-images // unit) >= procs  # every process gets a unit
 
 
 def test_cli_processes(ckpt: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -43,17 +43,12 @@ from dgml_viz.errors import ConfigError, ImageError
 from dgml_viz.index.store import (ATTENTION_DTYPE, GROUPS_DTYPE, INFO_COLUMNS, Rows, file_sha256, info_row,
                                   is_index, merge_indexes, open_index, write_index)
 from dgml_viz.inference import prepare_image, run_batch
+from dgml_viz.utils.processes import choose_processes, run_forked, unit_size
 from dgml_viz.utils.threads import background_pool
 
 logger = logging.getLogger(__name__)
 
 PENDING = ".pending"
-#: default worker processes (CPU model, Linux): one per torch thread, at most this many, ...
-MAX_AUTO_PROCESSES = 16
-#: ... and only when each gets at least this many batches (a smaller job stays in this process)
-MIN_BATCHES_PER_PROCESS = 4
-#: work units per worker process (see _unit_size)
-UNITS_PER_PROCESS = 4
 #: decoding goes in the forward's gaps ("phased", :class:`_Decoder`) when its CPU seconds per image are under
 #: this share of the forward's time per image (ResNet-50 on a 2-core CPU: ~5 ms vs ~120 ms)
 PHASED_SHARE = 0.1
@@ -313,32 +308,6 @@ def _embed(model: Any, items: Sequence[tuple[Path, tuple[int, int]]], writer: _C
     return embedded, failed, decoder.schedule
 
 
-def choose_processes(requested: int | None, model: Any, images: int, batch_size: int) -> int:
-    """Worker processes for embedding ``images`` files: ``requested`` when given (1 = in this process; at most
-    one per batch), else
-    one per torch thread (at most :data:`MAX_AUTO_PROCESSES`, and one per :data:`MIN_BATCHES_PER_PROCESS`
-    batches) for a CPU model on Linux, 1 otherwise (a GPU model, a small job, no fork)."""
-    from dgml_viz.inference import model_device
-    from dgml_viz.utils.processes import can_fork
-
-    if requested is not None and requested < 1:
-        raise ConfigError(f"processes must be >= 1 (1 = embed in this process), got {requested}")
-    if model_device(model).type != "cpu" or not can_fork():
-        if requested is not None and requested > 1:
-            logger.warning("worker processes need a CPU model on Linux; embedding in this process")
-        return 1
-    if requested is not None:
-        return max(1, min(requested, -(-images // batch_size)))  # no more processes than batches
-    return max(1, min(torch.get_num_threads(), MAX_AUTO_PROCESSES, images // (MIN_BATCHES_PER_PROCESS * batch_size)))
-
-
-def _unit_size(images: int, processes: int, batch_size: int, chunk_size: int) -> int:
-    """Images per work unit (= pending chunk) of :func:`_embed_forked`: whole batches, at most ``chunk_size``,
-    small enough for ~:data:`UNITS_PER_PROCESS` units per process (the last units balance the load)."""
-    per = -(-images // (processes * UNITS_PER_PROCESS))
-    return max(1, min(chunk_size, -(-per // batch_size) * batch_size))
-
-
 def _embed_all(model: Any, items: Sequence[tuple[Path, Stamp]], folder: Path, sha: str, first: int, *,
                processes: int | None, batch_size: int, workers: int, chunk_size: int, max_pixels: int | None,
                progress: Callable[[int], None]) -> tuple[list[Chunk], int, str, int]:
@@ -374,9 +343,7 @@ def _embed_forked(model: Any, items: Sequence[tuple[Path, Stamp]], folder: Path,
     one torch thread and inline decoding. The items are cut into units of
     whole batches in input order; unit ``u`` becomes pending chunk ``first + u`` (so the chunks, read back in
     number order, keep the input order and a killed run resumes from the finished units)."""
-    from dgml_viz.utils.processes import run_forked
-
-    unit = _unit_size(len(items), processes, batch_size, chunk_size)
+    unit = unit_size(len(items), processes, batch_size, chunk_size)
     units = -(-len(items) // unit)
 
     def work(u: int, report: Callable[[int], None]) -> None:

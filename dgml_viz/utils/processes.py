@@ -7,12 +7,12 @@ single-threaded processes that each decode and forward their own images keep bot
 work: one such serial loop runs at ~0.5 of the 2-thread bare forward, two of them ~1.0 (see
 ``bench/RESULTS.md``).
 
-:func:`run_forked` forks ``processes`` children after the caller has loaded its model, so they share
+:func:`iter_forked` forks ``processes`` children after the caller has loaded its model, so they share
 its weights copy-on-write (no reload, no re-import). Each child runs torch on **one** thread — GNU OpenMP is
 not fork-safe: a child that enters a 2-thread parallel region after its parent used OpenMP hangs (seen here
 with torch 2.14.1: a forked ``Conv2d`` forward at 2 threads never returned; at 1 thread it runs) — then pulls
-unit numbers from a shared counter (dynamic balancing) and calls ``work(unit, report)``; ``report(n)``
-adds to a shared progress counter the parent shows. A child dies with its parent (``PR_SET_PDEATHSIG``),
+unit numbers from a shared counter (dynamic balancing) and calls ``work(unit, send)``; what it sends comes
+back to the parent through its own pipe (records for a manifest; :func:`run_forked`: progress counts). A child dies with its parent (``PR_SET_PDEATHSIG``),
 so a killed run leaves no orphan still writing. A child that fails ends the run: the others are
 stopped and :class:`~dgml_viz.errors.WorkerError` names the failure (what the units wrote stays).
 """
@@ -25,7 +25,7 @@ import multiprocessing.connection
 import os
 import signal
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from dgml_viz.errors import DgmlVizError, WorkerError
 
@@ -34,13 +34,48 @@ logger = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 #: exit codes of a child: an expected failure (its one-line message was logged), Ctrl-C, a bug (traceback logged)
 EXIT_EXPECTED, EXIT_INTERRUPTED, EXIT_BUG = 3, 130, 1
+#: default worker processes (CPU model, Linux): one per torch thread, at most this many, ...
+MAX_AUTO_PROCESSES = 16
+#: ... and only when each gets at least this many batches (a smaller job stays in this process)
+MIN_BATCHES_PER_PROCESS = 4
+#: work units per worker process (see :func:`unit_size`)
+UNITS_PER_PROCESS = 4
 
-Work = Callable[[int, Callable[[int], None]], None]
+Work = Callable[[int, Callable[[Any], None]], None]
 
 
 def can_fork() -> bool:
     """True where :func:`run_forked` can run: Linux with the ``fork`` start method."""
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+def choose_processes(requested: int | None, model: Any, items: int, batch_size: int) -> int:
+    """Worker processes for ``items`` inputs in batches of ``batch_size``: ``requested`` when given (1 = in this
+    process; at most one per batch), else one per torch thread (at most :data:`MAX_AUTO_PROCESSES`, and one
+    per :data:`MIN_BATCHES_PER_PROCESS` batches) for a CPU model on Linux, 1 otherwise (a GPU model, a small
+    job, no fork)."""
+    import torch
+
+    from dgml_viz.errors import ConfigError
+    from dgml_viz.inference import model_device
+
+    if requested is not None and requested < 1:
+        raise ConfigError(f"processes must be >= 1 (1 = in this process), got {requested}")
+    if model_device(model).type != "cpu" or not can_fork():
+        if requested is not None and requested > 1:
+            logger.warning("worker processes need a CPU model on Linux; running in this process")
+        return 1
+    if requested is not None:
+        return max(1, min(requested, -(-items // batch_size)))  # no more processes than batches
+    return max(1, min(torch.get_num_threads(), MAX_AUTO_PROCESSES, items // (MIN_BATCHES_PER_PROCESS * batch_size)))
+
+
+def unit_size(items: int, processes: int, batch_size: int, cap: int | None = None) -> int:
+    """Inputs per work unit: whole batches, at most ``cap``, small enough for ~:data:`UNITS_PER_PROCESS`
+    units per process (the last units balance the load)."""
+    per = -(-items // (processes * UNITS_PER_PROCESS))
+    size = -(-per // batch_size) * batch_size
+    return max(1, size if cap is None else min(cap, size))
 
 
 def _die_with_parent(parent: int) -> None:
@@ -54,16 +89,17 @@ def _die_with_parent(parent: int) -> None:
         os._exit(EXIT_INTERRUPTED)
 
 
-def _child(work: Work, units: int, next_unit: Any, done: Any, parent: int) -> None:
+def _child(work: Work, units: int, next_unit: Any, pipes: list[tuple[Any, Any]], mine: int, parent: int) -> None:
     _die_with_parent(parent)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stopped by the parent: end quietly (not the CLI's handler)
     import torch
 
     torch.set_num_threads(1)  # never more after fork (module docstring)
-
-    def report(n: int) -> None:
-        with done.get_lock():
-            done.value += n
-
+    for i, (reader, writer) in enumerate(pipes):  # keep only this child's writer: when it dies, its pipe ends
+        reader.close()
+        if i != mine:
+            writer.close()
+    send = pipes[mine][1].send
     try:
         while True:
             with next_unit.get_lock():
@@ -71,7 +107,7 @@ def _child(work: Work, units: int, next_unit: Any, done: Any, parent: int) -> No
                 next_unit.value += 1
             if unit >= units:
                 return
-            work(unit, report)
+            work(unit, send)
     except DgmlVizError as exc:
         logger.error("%s", exc)
         sys.exit(EXIT_EXPECTED)
@@ -85,21 +121,22 @@ def _child(work: Work, units: int, next_unit: Any, done: Any, parent: int) -> No
         sys.exit(EXIT_BUG)
 
 
-def run_forked(work: Work, units: int, processes: int, *, progress: Callable[[int], None] | None = None,
-               name: str = "worker", poll_s: float = 0.2) -> None:
-    """Run ``work(unit, report)`` for every ``unit`` in ``range(units)`` across ``processes`` forked children.
+def iter_forked(work: Work, units: int, processes: int, *, name: str = "worker",
+                poll_s: float = 0.2) -> Iterator[Any]:
+    """Run ``work(unit, send)`` for every ``unit`` in ``range(units)`` across ``processes`` forked children;
+    yields, in arrival order, every object a child passed to ``send`` (pickled through its own pipe).
 
     Args:
-        work: called in a child; ``report(n)`` counts ``n`` finished items for ``progress``. It must
-            keep its results itself (files): nothing is returned to the parent.
+        work: called in a child; ``send(obj)`` hands ``obj`` (plain data) to the parent. Results that
+            must survive a failed run are written by the work itself (files), not only sent.
         units: number of work units (pulled in order, each by one child).
         processes: children to fork (at most ``units``), one torch thread each.
-        progress: called in the parent with the items reported since its last call.
         name: children's process names (``name-<i>``), used in messages.
 
     Raises:
-        WorkerError: a child exited with an error (the message names it and how it ended);
-            the other children are stopped first. ConfigError: fork is not available here.
+        WorkerError: a child exited with an error (the message names it and how it ended); what it sent
+            before was yielded, the other children are stopped. ConfigError: fork is not available here.
+    Closing the generator early stops the children.
     """
     from dgml_viz.errors import ConfigError
 
@@ -108,28 +145,29 @@ def run_forked(work: Work, units: int, processes: int, *, progress: Callable[[in
     if units <= 0:
         return
     ctx = multiprocessing.get_context("fork")
-    next_unit, done = ctx.Value("q", 0), ctx.Value("q", 0)
-    procs = [ctx.Process(target=_child, args=(work, units, next_unit, done, os.getpid()),
-                         name=f"{name}-{i}", daemon=True) for i in range(max(1, min(processes, units)))]
-    shown = 0
+    next_unit = ctx.Value("q", 0)
+    n = max(1, min(processes, units))
+    pipes = [ctx.Pipe(duplex=False) for _ in range(n)]  # (reader, writer) per child
+    procs = [ctx.Process(target=_child, args=(work, units, next_unit, pipes, i, os.getpid()),
+                         name=f"{name}-{i}", daemon=True) for i in range(n)]
     for stream in (sys.stdout, sys.stderr):  # a child flushes its copy of these buffers when it ends
         if stream is not None:
             stream.flush()
     try:
         for p in procs:
             p.start()
-        running = list(procs)
+        for _, writer in pipes:
+            writer.close()  # the children hold theirs
+        running = {p: reader for p, (reader, _) in zip(procs, pipes)}
         while running:
-            multiprocessing.connection.wait([p.sentinel for p in running], timeout=poll_s)
-            if progress is not None and done.value > shown:
-                progress(done.value - shown)
-                shown = done.value
-            for p in [p for p in running if p.exitcode is not None]:
-                running.remove(p)
-                if p.exitcode != 0:
-                    raise WorkerError(f"{p.name} (pid {p.pid}) {_how(p.exitcode)}; the other workers were stopped")
-        if progress is not None and done.value > shown:
-            progress(done.value - shown)
+            multiprocessing.connection.wait([*running.values(), *(p.sentinel for p in running)], timeout=poll_s)
+            for p, reader in list(running.items()):
+                ended = p.exitcode is not None  # read before draining: all it sent is in the pipe then
+                yield from _drain(reader)
+                if ended:
+                    del running[p]
+                    if p.exitcode != 0:
+                        raise WorkerError(f"{p.name} (pid {p.pid}) {_how(p.exitcode)}; the other workers were stopped")
     finally:
         for p in procs:
             if p.exitcode is None and p.pid is not None:
@@ -137,6 +175,26 @@ def run_forked(work: Work, units: int, processes: int, *, progress: Callable[[in
         for p in procs:
             if p.pid is not None:
                 p.join()
+        for reader, _ in pipes:
+            reader.close()
+
+
+def _drain(reader: Any) -> Iterator[Any]:
+    """Every object waiting in ``reader`` (stops at the end of the pipe, or at a message cut by a killed child)."""
+    while reader.poll():
+        try:
+            yield reader.recv()
+        except (EOFError, OSError):
+            return
+
+
+def run_forked(work: Callable[[int, Callable[[int], None]], None], units: int, processes: int, *,
+               progress: Callable[[int], None] | None = None, name: str = "worker", poll_s: float = 0.2) -> None:
+    """:func:`iter_forked` for work that keeps its results itself: ``work(unit, report)``, ``report(n)``
+    counts ``n`` finished items, passed on to ``progress`` in the parent."""
+    for n in iter_forked(work, units, processes, name=name, poll_s=poll_s):
+        if progress is not None:
+            progress(n)
 
 
 def _how(exitcode: int) -> str:
@@ -149,4 +207,4 @@ def _how(exitcode: int) -> str:
             EXIT_BUG: "failed (traceback logged above)"}.get(exitcode, f"exited with code {exitcode}")
 
 
-__all__ = ["can_fork", "run_forked"]
+__all__ = ["can_fork", "choose_processes", "iter_forked", "run_forked", "unit_size"]
