@@ -13,7 +13,11 @@ of the two, since on a busy machine a 2-thread forward can lose to a 1-thread on
 npz, at the original size). Reported: medians of images/s, the median of per-repetition ratios,
 and CPU time per image of both (process CPU time, all threads: robust to other jobs on a shared
 machine; ``cpu_ratio`` = forward CPU / pipeline CPU is the ratio an idle machine would approach).
-``--model demo`` uses checkpoints/demo.pt (falls back to small_cnn
+The 2-thread bare forward is timed before and after the pipeline runs of each repetition and their mean
+is the reference (this box changes speed within seconds). ``--processes 1`` (or any counts) adds
+side-by-side variants of the worker-process choice (``by_variant``; default ``processes=None``: a light
+CPU model runs in forked single-thread workers, see ``dgml_viz.commands.heatmaps.process``); CPU time
+then includes the finished worker processes. ``--model demo`` uses checkpoints/demo.pt (falls back to small_cnn
 at 96 px if absent, and says so).
 
 ``--profile`` instead reports the CPU milliseconds per image of each stage inside the pipeline (decode,
@@ -149,6 +153,12 @@ def build_model(name: str, tmp: Path) -> tuple[object, str]:
     return load_checkpoint(path), label + note
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (the worker processes of a forked run)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def speed(args: argparse.Namespace) -> dict[str, object]:
     import torch
 
@@ -160,8 +170,10 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
 
     torch.set_num_threads(args.threads)
     default_nice = threads.BACKGROUND_NICE
-    nices = [v for v in args.nice if v != default_nice] + [default_nice]
-    by_nice: dict[int, list[tuple[float, float, float]]] = {}
+    # (nice, processes) variants, side by side in every repetition; the defaults last: their figures are the headline
+    variants = [(v, None) for v in args.nice if v != default_nice] + \
+        [(default_nice, v) for v in args.processes] + [(default_nice, None)]
+    by_variant: dict[tuple[int, int | None], list[tuple[float, float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
         model, label = build_model(args.model, tmp)
@@ -170,12 +182,17 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
         batches = [torch.stack(tensors[i:i + args.batch_size]) for i in range(0, len(tensors), args.batch_size)]
         run_batch(model, batches[0])  # warm-up
         fwd, fwd1, e2e, fwd_cpu, e2e_cpu, base, base_cpu = [], [], [], [], [], [], []
-        for rep in range(args.reps):
+
+        def bare() -> tuple[float, float]:
             t0, c0 = time.perf_counter(), time.process_time()
             for b in batches:
                 run_batch(model, b)
-            fwd.append(len(paths) / (time.perf_counter() - t0))
-            fwd_cpu.append((time.process_time() - c0) / len(paths))
+            return len(paths) / (time.perf_counter() - t0), (time.process_time() - c0) / len(paths)
+
+        for rep in range(args.reps):
+            rate, cpu = bare()
+            fwd.append(rate)
+            fwd_cpu.append(cpu)
             if args.threads > 1:  # the bare forward with one thread too: on a busy box it can be the faster
                 torch.set_num_threads(1)
                 t0 = time.perf_counter()
@@ -193,15 +210,22 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
                 base.append(len(paths) / (time.perf_counter() - t0))
                 base_cpu.append((time.process_time() - c0) / len(paths))
                 assert len(recs) == len(paths)
-            for nice in nices:  # the default last: its figures are the headline ones
-                out = tmp / f"out{rep}-nice{nice}"  # a fresh folder each
+            runs = []
+            for nice, procs in variants:  # the default last: its figures are the headline ones
+                out = tmp / f"out{rep}-nice{nice}-p{procs}"  # a fresh folder each
                 threads.BACKGROUND_NICE = nice
-                t0, c0 = time.perf_counter(), time.process_time()
+                t0 = time.perf_counter()
+                c0 = time.process_time() + _children_cpu()
                 recs = list(process(model, sources, out, groups=list(range(model.num_groups)), fmt=args.format,
-                                    options=opts, batch_size=args.batch_size, workers=args.workers))
-                rate, cpu = len(paths) / (time.perf_counter() - t0), (time.process_time() - c0) / len(paths)
-                by_nice.setdefault(nice, []).append((rate / max(fwd[-1], fwd1[-1] if fwd1 else 0.0), rate, cpu))
+                                    options=opts, batch_size=args.batch_size, workers=args.workers, processes=procs))
+                rate = len(paths) / (time.perf_counter() - t0)
+                cpu = (time.process_time() + _children_cpu() - c0) / len(paths)  # worker processes included
+                runs.append(((nice, procs), rate, cpu))
                 threads.BACKGROUND_NICE = default_nice
+            after, _ = bare()  # the box's speed can change within seconds: the forward before and after
+            fwd[-1] = (fwd[-1] + after) / 2
+            for key, r, c in runs:
+                by_variant.setdefault(key, []).append((r / max(fwd[-1], fwd1[-1] if fwd1 else 0.0), r, c))
             e2e.append(rate)
             e2e_cpu.append(cpu)
             assert all(r["status"] == "ok" for r in recs) and len(recs) == len(paths)
@@ -225,12 +249,12 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
                  "cpu_ms_per_img_baseline": round(float(np.median(base_cpu)) * 1000, 1),
                  "baseline_cpu_ratio": round(fc / float(np.median(base_cpu)), 3),
                  "baseline_runs": [round(v, 1) for v in base]}
-    if len(by_nice) > 1:  # side by side in each repetition, after the same bare forwards
-        extra["by_background_nice"] = {str(k): {
+    if len(by_variant) > 1:  # side by side in each repetition, between the same bare forwards
+        extra["by_variant"] = {f"nice={k[0]},processes={'auto' if k[1] is None else k[1]}": {
             "ratio_vs_best_forward_median": round(float(np.median([r[0] for r in v])), 3),
             "img_s_median": round(float(np.median([r[1] for r in v])), 1),
             "cpu_ms_per_img_median": round(float(np.median([r[2] for r in v])) * 1000, 2),
-            "ratios": [round(r[0], 3) for r in v]} for k, v in sorted(by_nice.items())}
+            "ratios": [round(r[0], 3) for r in v]} for k, v in by_variant.items()}
     return {**extra, "ratio_median_of_pairs": round(float(np.median(pair)), 3),
             "cpu_ms_per_img_forward": round(fc * 1000, 1), "cpu_ms_per_img_end_to_end": round(ec * 1000, 1),
             "cpu_ratio": round(fc / ec, 3),"model": label, "n": args.n, "batch_size": args.batch_size, "workers": args.workers,
@@ -341,6 +365,9 @@ def main() -> None:
     ap.add_argument("--nice", type=lambda v: [int(x) for x in v.split(",")], default=[],
                     help="also run the pipeline with these background-thread nice increments (e.g. 0), side by "
                          "side with the default (dgml_viz.utils.threads.BACKGROUND_NICE) in every repetition")
+    ap.add_argument("--processes", type=lambda v: [int(x) for x in v.split(",")], default=[],
+                    help="also run the pipeline with these worker-process counts (e.g. 1: one process with threads), "
+                         "side by side with the default (processes=None: chosen by the run) in every repetition")
     ap.add_argument("--memory", default=None, help="comma-separated image counts: peak RSS of a CLI run each")
     ap.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -6,6 +6,9 @@ Pipeline (memory stays flat in the number of images — every stage is bounded):
     panel of the batch drawn at once (on the model's device)  ->  write pool (threads: encode, atomic
     write with one flush per chunk)  ->  manifest
 
+A light model on a CPU (Linux) runs that loop serially in forked worker processes instead, one torch
+thread each (``--processes``; see :func:`process`).
+
 For each image ``<out>/<relative path>/`` receives ``group<k>.<fmt>`` per
 selected group, ``composite.<fmt>`` and ``maps.npz`` (raw attention
 ``[K, h, w]``, embedding ``[K*d]``, geometry). ``<out>/manifest.jsonl`` has one
@@ -64,6 +67,9 @@ HELP = "batch attention overlays (one per group + composite) for a folder of ima
 logger = logging.getLogger(__name__)
 
 FORMATS = ("png", "jpg", "webp")
+#: a model is *heavy* when decoding + drawing + writing an image costs under this share of its forward's CPU
+#: time (first batch, :class:`_ThreadPlan`): it keeps torch's threads and runs in this process
+HEAVY_SHARE = 0.1
 
 
 # --------------------------------------------------------------------------- arguments
@@ -78,6 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="decode threads and render/write threads, each (default min(4, CPUs))")
+    parser.add_argument("--processes", type=int, default=None, metavar="N",
+                        help="worker processes that each decode, forward, draw and write their images serially, one "
+                             "torch thread each (default on a CPU, Linux, for a model light enough that the other "
+                             "stages matter: one per torch thread, at most 16, fewer for small jobs; 1 = this "
+                             "process with --workers threads; a GPU model always uses 1)")
     parser.add_argument("--alpha", type=float, default=0.5, help="heat map opacity in [0, 1] (default 0.5)")
     parser.add_argument("--cmap", default="jet", help="any matplotlib colormap (default jet)")
     parser.add_argument("--format", choices=FORMATS, default="jpg",
@@ -302,6 +313,7 @@ class _ThreadPlan:
     images: int = 0
     mark: tuple[float, int] = (0.0, 0)  # (time, images) at the start of the current probe
     rates: dict[int, float] = field(default_factory=dict)
+    heavy: bool | None = None  # from batch 1: the forward dwarfs the other stages (None: not probed)
     decode_cpu: list[float] = field(default_factory=list)  # CPU seconds of each decode (list.append is atomic)
 
     def decode(self, *args: Any, **kwargs: Any) -> Any:
@@ -319,8 +331,8 @@ class _ThreadPlan:
 
         Batch 1 (the warm-up; its forward runs almost alone: the writers have nothing yet) says whether the
         other stages matter: decoding + drawing + writing, estimated as 3x the measured decoding CPU (their
-        measured ratio on the demo's 128 px images and on ~500 px photos), under a tenth of the forward's CPU
-        time per image (a heavy model) keeps every thread, no probing. Otherwise batch 2 runs with the
+        measured ratio on the demo's 128 px images and on ~500 px photos), under :data:`HEAVY_SHARE` of the
+        forward's CPU time per image (a heavy model) keeps every thread, no probing. Otherwise batch 2 runs with the
         current count and batch 3 with the other one, and the faster pipeline (images per second) stays."""
         if not self.adaptive:
             return
@@ -330,7 +342,8 @@ class _ThreadPlan:
         if self.batches == 1:
             decode = sum(self.decode_cpu) / max(1, len(self.decode_cpu))
             other, forward = 3.0 * decode, forward_s / images * self.full
-            if self.reduced == self.full or other < 0.1 * forward:
+            self.heavy = other < HEAVY_SHARE * forward
+            if self.reduced == self.full or self.heavy:
                 self.adaptive = False
                 logger.debug("forward %.1f ms CPU/img, other stages ~%.1f ms/img: forward keeps %d threads",
                              forward * 1e3, other * 1e3, torch.get_num_threads())
@@ -350,7 +363,7 @@ class _ThreadPlan:
 
 def process(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequence[int], fmt: str,
             options: RenderOptions, batch_size: int = 32, workers: int = 2, max_pixels: int | None = None,
-            manifest: Path | None = None, torch_threads: int | None = None) -> Iterator[dict[str, Any]]:
+            torch_threads: int | None = None, processes: int | None = None) -> Iterator[dict[str, Any]]:
     """Run the decode -> forward -> render -> write pipeline; yields one manifest record per image
     (in completion order).
 
@@ -369,20 +382,42 @@ def process(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequenc
     in the first batch, e.g. ResNet-50) keeps torch's thread count. Otherwise one batch runs with it and one
     with ``max(1, torch.get_num_threads() - workers)`` and the faster pipeline is kept (the demo model:
     the latter, 2-3x faster on 2 busy cores). An integer fixes the count. torch's thread count is restored
-    when the generator finishes."""
+    when the generator finishes.
+
+    Worker processes (a CPU model on Linux; :func:`~dgml_viz.utils.processes.choose_processes`): ``processes=N``
+    forks N children that each run decode -> forward -> draw -> write serially over their share of the
+    images with one torch thread (:func:`_process_forked`); no thread pools, so no GIL or OpenMP barrier
+    contention (the demo model on 2 cores: ~1.2x the threaded pipeline's images/s, ``bench/RESULTS.md``).
+    ``processes=None`` (default, and ``torch_threads`` not fixed) runs the first batch in this pipeline and
+    forks one worker per torch thread for the rest unless that batch says the model is heavy (see above:
+    then its threads keep the cores). ``1`` keeps everything in this process."""
     import torch
 
     from dgml_viz.inference import model_device
+    from dgml_viz.utils.processes import choose_processes
 
     full = torch.get_num_threads()
     workers = max(1, int(workers))
+    batch_size = max(1, int(batch_size))
     on_cpu = model_device(model).type == "cpu"
     plan = _ThreadPlan(full=full, reduced=max(1, full - workers), adaptive=on_cpu and torch_threads is None)
     if on_cpu and torch_threads is not None and int(torch_threads) != full:
         torch.set_num_threads(max(1, int(torch_threads)))
+    procs = 1 if processes is None and torch_threads is not None else \
+        choose_processes(processes, model, len(sources), batch_size)
+    kw: dict[str, Any] = {"groups": groups, "fmt": fmt, "options": options, "batch_size": batch_size,
+                          "max_pixels": max_pixels}
     try:
-        yield from _pipeline(model, sources, out, groups=groups, fmt=fmt, options=options, batch_size=batch_size,
-                             workers=workers, max_pixels=max_pixels, plan=plan)
+        rest = sources
+        if procs > 1 and processes is None:  # the first batch here: is the model light enough to fork for?
+            yield from _pipeline(model, sources[:batch_size], out, workers=workers, plan=plan, **kw)
+            rest = sources[batch_size:]
+            procs = procs if plan.heavy is False else 1
+        if procs > 1:
+            logger.info("heatmaps in %d worker processes (one torch thread each)", procs)
+            yield from _process_forked(model, rest, out, processes=procs, **kw)
+        else:
+            yield from _pipeline(model, rest, out, workers=workers, plan=plan, **kw)
     finally:
         if torch.get_num_threads() != full:
             torch.set_num_threads(full)
@@ -395,7 +430,7 @@ def _pipeline(model: Any, sources: Sequence[Source], out: Path, *, groups: Seque
     forward, the batch handed to the write threads (:func:`_hand_off`); records as the writers finish."""
     import torch
 
-    from dgml_viz.inference import attention_maps, model_device, run_batch
+    from dgml_viz.inference import model_device
     from dgml_viz.utils.threads import background_pool
 
     transform = _EvalTransform(dict(model.transform))
@@ -410,9 +445,7 @@ def _pipeline(model: Any, sources: Sequence[Source], out: Path, *, groups: Seque
             if not batch:
                 continue
             t0 = time.perf_counter()
-            output = run_batch(model, [b[1] for b in batch])
-            maps = attention_maps(output)
-            emb = output.embedding.detach().float().cpu().numpy()
+            output, maps, emb = _forward(model, [b[1] for b in batch])
             forward_s = time.perf_counter() - t0
             writing.extend(_hand_off(wpool, workers, batch, output.attention if on_device else None, maps, emb,
                                      out, fmt, groups, options))
@@ -421,6 +454,54 @@ def _pipeline(model: Any, sources: Sequence[Source], out: Path, *, groups: Seque
             plan.step(torch, len(batch), forward_s)
         while writing:
             yield from writing.popleft().result()
+
+
+def _forward(model: Any, tensors: Sequence[Any]) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The batched forward of ``tensors`` (each ``[3, S, S]``): ``(output, maps [B, K, h, w], embeddings [B, K*d])``,
+    maps and embeddings as float32 numpy on the CPU."""
+    from dgml_viz.inference import attention_maps, run_batch
+
+    output = run_batch(model, list(tensors))
+    return output, attention_maps(output), output.embedding.detach().float().cpu().numpy()
+
+
+def _decode_failed(src: Source, exc: ImageError) -> dict[str, Any]:
+    """The manifest record of an image that could not be decoded (one line)."""
+    return {"path": src.rel, "status": "error", "error": str(exc)}
+
+
+def _process_forked(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequence[int], fmt: str,
+                    options: RenderOptions, batch_size: int, max_pixels: int | None,
+                    processes: int) -> Iterator[dict[str, Any]]:
+    """:func:`process` in ``processes`` forked workers (:func:`~dgml_viz.utils.processes.iter_forked`): the
+    images are cut into units of whole batches; a worker decodes a batch inline, forwards it on its one torch
+    thread, draws and writes it (:func:`_draw_and_write`, one flush per batch) and sends the batch's records,
+    which are yielded here as they arrive. A worker that fails stops the run (``WorkerError``); the records
+    of every batch written before were yielded. OpenCV keeps its own threads in the workers (it re-creates
+    its pool after fork; ``cv2.setNumThreads`` in a forked child hung here)."""
+    from dgml_viz.utils.processes import iter_forked, unit_size
+
+    transform = _EvalTransform(dict(model.transform))
+    unit = unit_size(len(sources), processes, batch_size)
+
+    def work(u: int, send: Any) -> None:
+        mine = sources[u * unit:(u + 1) * unit]
+        for i in range(0, len(mine), batch_size):
+            records, batch = [], []
+            for src in mine[i:i + batch_size]:
+                try:
+                    tensor, geo, image = _decode(src, transform, max_pixels, options.max_side, options.max_pixels)
+                except ImageError as exc:
+                    records.append(_decode_failed(src, exc))
+                else:
+                    batch.append((src, tensor, geo, image))
+            if batch:
+                _, maps, emb = _forward(model, [b[1] for b in batch])
+                records += _draw_and_write([(b[0], b[2], b[3]) for b in batch], maps, emb, out, fmt, groups, options)
+            send(records)
+
+    for records in iter_forked(work, -(-len(sources) // unit), processes, name="heatmaps-worker"):
+        yield from records
 
 
 def _decoded_batches(pool: ThreadPoolExecutor, sources: Sequence[Source], decode: Any, batch_size: int,
@@ -444,7 +525,7 @@ def _decoded_batches(pool: ThreadPoolExecutor, sources: Sequence[Source], decode
         try:
             tensor, geo, image = fut.result()
         except ImageError as exc:
-            errors.append({"path": src.rel, "status": "error", "error": str(exc)})
+            errors.append(_decode_failed(src, exc))
         else:
             batch.append((src, tensor, geo, image))
         if len(batch) >= batch_size or not decoding:
@@ -519,6 +600,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--alpha must be in [0, 1], got {args.alpha}")
     if args.contour is not None and not 0.0 < args.contour <= 1.0:
         raise ConfigError(f"--contour must be in (0, 1], got {args.contour}")
+    if args.processes is not None and args.processes < 1:
+        raise ConfigError(f"--processes must be >= 1 (1 = this process), got {args.processes}")
     if args.max_render_pixels is not None and args.max_render_pixels < 0:
         raise ConfigError(f"--max-render-pixels must be >= 0 (0: no cap), got {args.max_render_pixels}")
     try:
@@ -585,7 +668,8 @@ def _run_locked(args: argparse.Namespace, out: Path, shard: tuple[int, int] | No
     with open(manifest_path, "a", encoding="utf-8") as log, \
             tqdm(total=len(todo), unit="img", disable=None, desc="heatmaps") as bar:
         for rec in process(model, todo, out, groups=groups, fmt=args.format, options=options,
-                           batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels):
+                           batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels,
+                           processes=args.processes):
             log.write(json.dumps(rec) + "\n")
             log.flush()
             if rec["status"] == "ok":
