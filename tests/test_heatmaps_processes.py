@@ -1,5 +1,5 @@
 """``dgml-viz heatmaps`` in forked worker processes: the same outputs and manifest as one process (real photos
-written by Pillow, a corrupt file among them); the default forks only for a light model; a failed or killed
+written by Pillow, a corrupt file among them); the default forks when the job is big enough; a failed or killed
 worker is a one-line error whose finished images stay in the manifest, and ``--resume`` completes the run."""
 from __future__ import annotations
 
@@ -63,23 +63,23 @@ def test_two_processes_write_what_one_process_writes(ckpt: Path, photo_crops: Pa
     assert broken["status"] == "error" and "broken.jpg" in broken["error"]
 
 
-@pytest.mark.parametrize("share,forks", [(0.0, True), (1e9, False)])
-def test_default_forks_only_for_a_light_model(ckpt: Path, photo_crops: Path, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
-                                              share: float, forks: bool) -> None:
-    """processes=None: the first batch runs in the threaded pipeline; a heavy model (the other stages under
-    HEAVY_SHARE of its forward) keeps the rest there, a light one forks one worker per torch thread."""
+@pytest.mark.parametrize("batch_size,torch_threads,forks", [(2, None, True), (8, None, False), (2, 2, False)])
+def test_default_forks_when_each_worker_gets_a_few_batches(ckpt: Path, photo_crops: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture, batch_size: int,
+                                                           torch_threads: int | None, forks: bool) -> None:
+    """processes=None: one worker per torch thread when each gets MIN_BATCHES_PER_PROCESS batches (37 images
+    in batches of 2: yes; of 8: 5 batches, no); a caller that fixes torch's threads keeps this process."""
     import torch
 
     from dgml_viz.model.checkpoint import load_checkpoint
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    monkeypatch.setattr(heatmaps, "HEAVY_SHARE", share)
     model = load_checkpoint(ckpt).eval()
     sources = collect_sources(str(photo_crops))
     with caplog.at_level("INFO"):
         recs = list(process(model, sources, tmp_path / "out", groups=[0, 1, 2], fmt="jpg", options=RenderOptions(),
-                            batch_size=2, workers=2))
+                            batch_size=batch_size, workers=2, torch_threads=torch_threads))
     assert sorted(r["path"] for r in recs) == sorted(s.rel for s in sources)
     assert sum(r["status"] == "ok" for r in recs) == 36
     assert ("in 2 worker processes" in caplog.text) is forks

@@ -6,8 +6,8 @@ Pipeline (memory stays flat in the number of images — every stage is bounded):
     panel of the batch drawn at once (on the model's device)  ->  write pool (threads: encode, atomic
     write with one flush per chunk)  ->  manifest
 
-A light model on a CPU (Linux) runs that loop serially in forked worker processes instead, one torch
-thread each (``--processes``; see :func:`process`).
+On a CPU (Linux) that loop runs serially in forked worker processes instead, one torch thread each
+(``--processes``; see :func:`process`).
 
 For each image ``<out>/<relative path>/`` receives ``group<k>.<fmt>`` per
 selected group, ``composite.<fmt>`` and ``maps.npz`` (raw attention
@@ -67,9 +67,6 @@ HELP = "batch attention overlays (one per group + composite) for a folder of ima
 logger = logging.getLogger(__name__)
 
 FORMATS = ("png", "jpg", "webp")
-#: a model is *heavy* when decoding + drawing + writing an image costs under this share of its forward's CPU
-#: time (first batch, :class:`_ThreadPlan`): it keeps torch's threads and runs in this process
-HEAVY_SHARE = 0.1
 
 
 # --------------------------------------------------------------------------- arguments
@@ -86,9 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decode threads and render/write threads, each (default min(4, CPUs))")
     parser.add_argument("--processes", type=int, default=None, metavar="N",
                         help="worker processes that each decode, forward, draw and write their images serially, one "
-                             "torch thread each (default on a CPU, Linux, for a model light enough that the other "
-                             "stages matter: one per torch thread, at most 16, fewer for small jobs; 1 = this "
-                             "process with --workers threads; a GPU model always uses 1)")
+                             "torch thread each (default on a CPU, Linux: one per torch thread, at most 16, fewer for "
+                             "small jobs; 1 = this process with --workers threads; a GPU model always uses 1)")
     parser.add_argument("--alpha", type=float, default=0.5, help="heat map opacity in [0, 1] (default 0.5)")
     parser.add_argument("--cmap", default="jet", help="any matplotlib colormap (default jet)")
     parser.add_argument("--format", choices=FORMATS, default="jpg",
@@ -313,7 +309,6 @@ class _ThreadPlan:
     images: int = 0
     mark: tuple[float, int] = (0.0, 0)  # (time, images) at the start of the current probe
     rates: dict[int, float] = field(default_factory=dict)
-    heavy: bool | None = None  # from batch 1: the forward dwarfs the other stages (None: not probed)
     decode_cpu: list[float] = field(default_factory=list)  # CPU seconds of each decode (list.append is atomic)
 
     def decode(self, *args: Any, **kwargs: Any) -> Any:
@@ -331,8 +326,8 @@ class _ThreadPlan:
 
         Batch 1 (the warm-up; its forward runs almost alone: the writers have nothing yet) says whether the
         other stages matter: decoding + drawing + writing, estimated as 3x the measured decoding CPU (their
-        measured ratio on the demo's 128 px images and on ~500 px photos), under :data:`HEAVY_SHARE` of the
-        forward's CPU time per image (a heavy model) keeps every thread, no probing. Otherwise batch 2 runs with the
+        measured ratio on the demo's 128 px images and on ~500 px photos), under a tenth of the forward's CPU
+        time per image (a heavy model) keeps every thread, no probing. Otherwise batch 2 runs with the
         current count and batch 3 with the other one, and the faster pipeline (images per second) stays."""
         if not self.adaptive:
             return
@@ -342,8 +337,7 @@ class _ThreadPlan:
         if self.batches == 1:
             decode = sum(self.decode_cpu) / max(1, len(self.decode_cpu))
             other, forward = 3.0 * decode, forward_s / images * self.full
-            self.heavy = other < HEAVY_SHARE * forward
-            if self.reduced == self.full or self.heavy:
+            if self.reduced == self.full or other < 0.1 * forward:
                 self.adaptive = False
                 logger.debug("forward %.1f ms CPU/img, other stages ~%.1f ms/img: forward keeps %d threads",
                              forward * 1e3, other * 1e3, torch.get_num_threads())
@@ -387,10 +381,10 @@ def process(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequenc
     Worker processes (a CPU model on Linux; :func:`~dgml_viz.utils.processes.choose_processes`): ``processes=N``
     forks N children that each run decode -> forward -> draw -> write serially over their share of the
     images with one torch thread (:func:`_process_forked`); no thread pools, so no GIL or OpenMP barrier
-    contention (the demo model on 2 cores: ~1.2x the threaded pipeline's images/s, ``bench/RESULTS.md``).
-    ``processes=None`` (default, and ``torch_threads`` not fixed) runs the first batch in this pipeline and
-    forks one worker per torch thread for the rest unless that batch says the model is heavy (see above:
-    then its threads keep the cores). ``1`` keeps everything in this process."""
+    contention between the stages. On the 2-core box both the demo model (0.74 vs 0.60 of the bare forward)
+    and a ResNet-50 (1.01 vs 0.88) ran faster so (``bench/RESULTS.md``), hence the default
+    (``processes=None`` with ``torch_threads`` not fixed): one worker per torch thread when every worker gets
+    a few batches, else this process. ``1`` keeps everything in this process."""
     import torch
 
     from dgml_viz.inference import model_device
@@ -408,16 +402,11 @@ def process(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequenc
     kw: dict[str, Any] = {"groups": groups, "fmt": fmt, "options": options, "batch_size": batch_size,
                           "max_pixels": max_pixels}
     try:
-        rest = sources
-        if procs > 1 and processes is None:  # the first batch here: is the model light enough to fork for?
-            yield from _pipeline(model, sources[:batch_size], out, workers=workers, plan=plan, **kw)
-            rest = sources[batch_size:]
-            procs = procs if plan.heavy is False else 1
         if procs > 1:
             logger.info("heatmaps in %d worker processes (one torch thread each)", procs)
-            yield from _process_forked(model, rest, out, processes=procs, **kw)
+            yield from _process_forked(model, sources, out, processes=procs, **kw)
         else:
-            yield from _pipeline(model, rest, out, workers=workers, plan=plan, **kw)
+            yield from _pipeline(model, sources, out, workers=workers, plan=plan, **kw)
     finally:
         if torch.get_num_threads() != full:
             torch.set_num_threads(full)
@@ -473,34 +462,32 @@ def _decode_failed(src: Source, exc: ImageError) -> dict[str, Any]:
 def _process_forked(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequence[int], fmt: str,
                     options: RenderOptions, batch_size: int, max_pixels: int | None,
                     processes: int) -> Iterator[dict[str, Any]]:
-    """:func:`process` in ``processes`` forked workers (:func:`~dgml_viz.utils.processes.iter_forked`): the
-    images are cut into units of whole batches; a worker decodes a batch inline, forwards it on its one torch
-    thread, draws and writes it (:func:`_draw_and_write`, one flush per batch) and sends the batch's records,
-    which are yielded here as they arrive. A worker that fails stops the run (``WorkerError``); the records
+    """:func:`process` in ``processes`` forked workers (:func:`~dgml_viz.utils.processes.iter_forked`): each
+    batch is a unit, pulled by whichever worker is free (~10 % faster than 4 units per worker: the workers end
+    together); a worker decodes its batch inline, forwards it on its one torch thread, draws and writes it
+    (:func:`_draw_and_write`, one flush per batch) and sends the batch's records, which are yielded here as
+    they arrive. A worker that fails stops the run (``WorkerError``); the records
     of every batch written before were yielded. OpenCV keeps its own threads in the workers (it re-creates
     its pool after fork; ``cv2.setNumThreads`` in a forked child hung here)."""
-    from dgml_viz.utils.processes import iter_forked, unit_size
+    from dgml_viz.utils.processes import iter_forked
 
     transform = _EvalTransform(dict(model.transform))
-    unit = unit_size(len(sources), processes, batch_size)
 
-    def work(u: int, send: Any) -> None:
-        mine = sources[u * unit:(u + 1) * unit]
-        for i in range(0, len(mine), batch_size):
-            records, batch = [], []
-            for src in mine[i:i + batch_size]:
-                try:
-                    tensor, geo, image = _decode(src, transform, max_pixels, options.max_side, options.max_pixels)
-                except ImageError as exc:
-                    records.append(_decode_failed(src, exc))
-                else:
-                    batch.append((src, tensor, geo, image))
-            if batch:
-                _, maps, emb = _forward(model, [b[1] for b in batch])
-                records += _draw_and_write([(b[0], b[2], b[3]) for b in batch], maps, emb, out, fmt, groups, options)
-            send(records)
+    def work(unit: int, send: Any) -> None:  # one batch per unit: workers end within a batch of each other
+        records, batch = [], []
+        for src in sources[unit * batch_size:(unit + 1) * batch_size]:
+            try:
+                tensor, geo, image = _decode(src, transform, max_pixels, options.max_side, options.max_pixels)
+            except ImageError as exc:
+                records.append(_decode_failed(src, exc))
+            else:
+                batch.append((src, tensor, geo, image))
+        if batch:
+            _, maps, emb = _forward(model, [b[1] for b in batch])
+            records += _draw_and_write([(b[0], b[2], b[3]) for b in batch], maps, emb, out, fmt, groups, options)
+        send(records)
 
-    for records in iter_forked(work, -(-len(sources) // unit), processes, name="heatmaps-worker"):
+    for records in iter_forked(work, -(-len(sources) // batch_size), processes, name="heatmaps-worker"):
         yield from records
 
 

@@ -12,9 +12,11 @@ its weights copy-on-write (no reload, no re-import). Each child runs torch on **
 not fork-safe: a child that enters a 2-thread parallel region after its parent used OpenMP hangs (seen here
 with torch 2.14.1: a forked ``Conv2d`` forward at 2 threads never returned; at 1 thread it runs) — then pulls
 unit numbers from a shared counter (dynamic balancing) and calls ``work(unit, send)``; what it sends comes
-back to the parent through its own pipe (records for a manifest; :func:`run_forked`: progress counts). A child dies with its parent (``PR_SET_PDEATHSIG``),
-so a killed run leaves no orphan still writing. A child that fails ends the run: the others are
-stopped and :class:`~dgml_viz.errors.WorkerError` names the failure (what the units wrote stays).
+back to the parent through its own pipe (records for a manifest; :func:`run_forked`: progress counts).
+A child dies with its parent (``PR_SET_PDEATHSIG``), so a killed run leaves no orphan still writing. A
+child that fails ends the run: the others are stopped and :class:`~dgml_viz.errors.WorkerError` names the
+failure (what the units wrote stays). Threads that ended just before a fork must be gone from the kernel
+(:func:`dgml_viz.utils.threads.background_pool` waits for that), or MKL can hang the child.
 """
 from __future__ import annotations
 
