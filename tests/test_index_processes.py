@@ -61,17 +61,17 @@ def test_forked_workers_equal_one_process(ckpt: Path, photos: Path, reference: P
     assert (again.embedded, again.reused, again.processes) == (0, 36, 1)
 
 
-@pytest.mark.parametrize("share,expected", [(0.0, (2, "inline")), (1e9, (1, "phased"))])
-def test_default_probes_one_batch_then_forks_only_a_light_model(ckpt: Path, photos: Path, reference: Path,
-                                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                share: float, expected: tuple[int, str]) -> None:
-    """processes=None: the first batch runs in this process; decoding below PHASED_SHARE of the forward
-    (a heavy model) keeps the rest here, otherwise two workers take it. Same index either way."""
+@pytest.mark.parametrize("batch_size,expected", [(4, (2, "inline")), (8, (1, "overlapped"))])
+def test_default_forks_when_each_worker_gets_a_few_batches(ckpt: Path, photos: Path, reference: Path,
+                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           batch_size: int, expected: tuple[int, str]) -> None:
+    """processes=None: one worker per torch thread when each gets MIN_BATCHES_PER_PROCESS batches (37 files
+    in batches of 4: yes; of 8: 5 batches, no: this process, decoding overlapped for this light model).
+    Same index either way."""
     import torch
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    monkeypatch.setattr(builder, "PHASED_SHARE", share)
-    stats = build_index(ckpt, photos, tmp_path / "ix", batch_size=4, chunk_size=8, progress=False)
+    stats = build_index(ckpt, photos, tmp_path / "ix", batch_size=batch_size, chunk_size=8, progress=False)
     assert (stats.processes, stats.decode) == expected and stats.embedded == 36
     assert_same_index(tmp_path / "ix", reference)
 

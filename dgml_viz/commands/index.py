@@ -31,9 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="decode threads (when embedding in one process)")
     parser.add_argument("--processes", type=int, default=None, metavar="N",
-                        help="worker processes that decode + embed, one torch thread each (default on a CPU, Linux, "
-                             "for a model light enough that decoding matters: one per torch thread, at most 16, "
-                             "fewer for small jobs; "
+                        help="worker processes that decode + embed, one torch thread each (default on a CPU, Linux: "
+                             "one per torch thread, at most 16, fewer for small jobs; "
                              "1 = this process with --workers decode threads; a GPU model always uses 1)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--resume", action="store_true", help="keep the pending chunks of an interrupted run")

@@ -314,26 +314,17 @@ def _embed_all(model: Any, items: Sequence[tuple[Path, Stamp]], folder: Path, sh
     """Embed ``items`` into pending chunks numbered from ``first``, in this process or in worker processes
     (:func:`choose_processes`); returns ``(chunks written, images embedded, decode schedule, processes)``.
 
-    With the default (``processes=None``) and more than one process possible, the first batch runs here and
-    its schedule decides (:class:`_Decoder`): a model whose forward dwarfs decoding ("phased", e.g. ResNet-50
-    on a 2-core CPU: 0.91 of the bare forward in one process vs 0.82 in two, ``bench/RESULTS.md``) stays
-    here, a light one ("overlapped", e.g. the demo model: 0.70 vs 0.96) goes to worker processes for the rest."""
+    The default (``processes=None``) forks one worker per torch thread when each gets a few batches: on the
+    2-core CPU both the demo model (0.96 vs 0.70 of the bare forward in one process) and a ResNet-50 (1.00-1.04
+    vs 0.90-0.91, 2026-12-04; ``bench/RESULTS.md``) embed faster so."""
     procs = choose_processes(processes, model, len(items), batch_size)
     writer = _ChunkWriter(folder, chunk_size, sha, first)
     kw = {"batch_size": batch_size, "max_pixels": max_pixels, "progress": progress}
-    done = embedded = 0
-    schedule = ""
-    if procs > 1 and processes is None:
-        done = min(batch_size, len(items))
-        embedded, _, schedule = _embed(model, items[:done], writer, workers=workers, **kw)  # flushes its chunk
-        if schedule == "phased":
-            procs = 1
     if procs > 1:
-        fresh = writer.written + _embed_forked(model, items[done:], folder, sha, writer.number, processes=procs,
-                                               chunk_size=chunk_size, **kw)
+        fresh = _embed_forked(model, items, folder, sha, first, processes=procs, chunk_size=chunk_size, **kw)
         return fresh, sum(len(rows.paths) for rows, _ in fresh), "inline", procs
-    n, _, rest = _embed(model, items[done:], writer, workers=workers, **kw)
-    return writer.written, embedded + n, schedule or rest, 1
+    n, _, schedule = _embed(model, items, writer, workers=workers, **kw)
+    return writer.written, n, schedule, 1
 
 
 def _embed_forked(model: Any, items: Sequence[tuple[Path, Stamp]], folder: Path, sha: str, first: int, *,
