@@ -61,17 +61,19 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def run_batch(model: nn.Module, tensors: Tensor | Sequence[Tensor]) -> Any:
+def run_batch(model: nn.Module, tensors: Tensor | Sequence[Tensor], *, amp: bool = False) -> Any:
     """Forward ``[B, 3, S, S]`` (or a list of ``[3, S, S]``) under ``torch.inference_mode``.
 
     The batch is moved to the model's device; the returned ``GroupOutput`` is
-    on that device. The model is expected to be in eval mode.
+    on that device. The model is expected to be in eval mode. ``amp``: bf16 autocast on CUDA
+    (:func:`autocast`; no effect on a CPU).
     """
     batch = tensors if isinstance(tensors, Tensor) else torch.stack(list(tensors))
     if batch.ndim != 4:
         raise ValueError(f"expected [B, 3, H, W], got shape {tuple(batch.shape)}")
-    with torch.inference_mode():
-        return model(batch.to(model_device(model), non_blocking=True))
+    device = model_device(model)
+    with torch.inference_mode(), autocast(device, amp):
+        return model(batch.to(device, non_blocking=True))
 
 
 def attention_maps(output: Any) -> np.ndarray:

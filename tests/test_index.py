@@ -80,12 +80,12 @@ class Counter:
         self.fail_after = fail_after
         self.real = REAL_RUN_BATCH
 
-    def __call__(self, model, tensors):  # noqa: ANN001
+    def __call__(self, model, tensors, **kw):  # noqa: ANN001,ANN003
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise Crash("simulated crash")
         self.calls += 1
         self.images += len(tensors)
-        return self.real(model, tensors)
+        return self.real(model, tensors, **kw)
 
 
 # ----------------------------------------------------------------------------- content

@@ -79,6 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="heatmaps", help="output folder (default ./heatmaps)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast for the forward on CUDA (no effect on a CPU)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="decode threads and render/write threads, each (default min(4, CPUs))")
     parser.add_argument("--processes", type=int, default=None, metavar="N",
@@ -357,7 +358,8 @@ class _ThreadPlan:
 
 def process(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequence[int], fmt: str,
             options: RenderOptions, batch_size: int = 32, workers: int = 2, max_pixels: int | None = None,
-            torch_threads: int | None = None, processes: int | None = None) -> Iterator[dict[str, Any]]:
+            torch_threads: int | None = None, processes: int | None = None,
+            amp: bool = False) -> Iterator[dict[str, Any]]:
     """Run the decode -> forward -> render -> write pipeline; yields one manifest record per image
     (in completion order).
 
@@ -400,7 +402,7 @@ def process(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequenc
     procs = 1 if processes is None and torch_threads is not None else \
         choose_processes(processes, model, len(sources), batch_size)
     kw: dict[str, Any] = {"groups": groups, "fmt": fmt, "options": options, "batch_size": batch_size,
-                          "max_pixels": max_pixels}
+                          "max_pixels": max_pixels, "amp": amp}
     try:
         if procs > 1:
             logger.info("heatmaps in %d worker processes (one torch thread each)", procs)
@@ -414,7 +416,7 @@ def process(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequenc
 
 def _pipeline(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequence[int], fmt: str,
               options: RenderOptions, batch_size: int, workers: int, max_pixels: int | None,
-              plan: _ThreadPlan) -> Iterator[dict[str, Any]]:
+              plan: _ThreadPlan, amp: bool = False) -> Iterator[dict[str, Any]]:
     """The body of :func:`process`: batches from the decode threads (:func:`_decoded_batches`), the batched
     forward, the batch handed to the write threads (:func:`_hand_off`); records as the writers finish."""
     import torch
@@ -434,7 +436,7 @@ def _pipeline(model: Any, sources: Sequence[Source], out: Path, *, groups: Seque
             if not batch:
                 continue
             t0 = time.perf_counter()
-            output, maps, emb = _forward(model, [b[1] for b in batch])
+            output, maps, emb = _forward(model, [b[1] for b in batch], amp)
             forward_s = time.perf_counter() - t0
             writing.extend(_hand_off(wpool, workers, batch, output.attention if on_device else None, maps, emb,
                                      out, fmt, groups, options))
@@ -445,12 +447,12 @@ def _pipeline(model: Any, sources: Sequence[Source], out: Path, *, groups: Seque
             yield from writing.popleft().result()
 
 
-def _forward(model: Any, tensors: Sequence[Any]) -> tuple[Any, np.ndarray, np.ndarray]:
-    """The batched forward of ``tensors`` (each ``[3, S, S]``): ``(output, maps [B, K, h, w], embeddings [B, K*d])``,
-    maps and embeddings as float32 numpy on the CPU."""
+def _forward(model: Any, tensors: Sequence[Any], amp: bool = False) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The batched forward of ``tensors`` (each ``[3, S, S]``; ``amp``: bf16 autocast on CUDA): ``(output,
+    maps [B, K, h, w], embeddings [B, K*d])``, maps and embeddings as float32 numpy on the CPU."""
     from dgml_viz.inference import attention_maps, run_batch
 
-    output = run_batch(model, list(tensors))
+    output = run_batch(model, list(tensors), amp=amp)
     return output, attention_maps(output), output.embedding.detach().float().cpu().numpy()
 
 
@@ -461,7 +463,7 @@ def _decode_failed(src: Source, exc: ImageError) -> dict[str, Any]:
 
 def _process_forked(model: Any, sources: Sequence[Source], out: Path, *, groups: Sequence[int], fmt: str,
                     options: RenderOptions, batch_size: int, max_pixels: int | None,
-                    processes: int) -> Iterator[dict[str, Any]]:
+                    processes: int, amp: bool = False) -> Iterator[dict[str, Any]]:
     """:func:`process` in ``processes`` forked workers (:func:`~dgml_viz.utils.processes.iter_forked`): each
     batch is a unit, pulled by whichever worker is free (~10 % faster than 4 units per worker: the workers end
     together); a worker decodes its batch inline, forwards it on its one torch thread, draws and writes it
@@ -483,7 +485,7 @@ def _process_forked(model: Any, sources: Sequence[Source], out: Path, *, groups:
             else:
                 batch.append((src, tensor, geo, image))
         if batch:
-            _, maps, emb = _forward(model, [b[1] for b in batch])
+            _, maps, emb = _forward(model, [b[1] for b in batch], amp)
             records += _draw_and_write([(b[0], b[2], b[3]) for b in batch], maps, emb, out, fmt, groups, options)
         send(records)
 
@@ -656,7 +658,7 @@ def _run_locked(args: argparse.Namespace, out: Path, shard: tuple[int, int] | No
             tqdm(total=len(todo), unit="img", disable=None, desc="heatmaps") as bar:
         for rec in process(model, todo, out, groups=groups, fmt=args.format, options=options,
                            batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels,
-                           processes=args.processes):
+                           processes=args.processes, amp=args.amp):
             log.write(json.dumps(rec) + "\n")
             log.flush()
             if rec["status"] == "ok":

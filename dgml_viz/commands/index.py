@@ -41,15 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-size", type=int, default=1024, help="images per resumable chunk (default 1024)")
     parser.add_argument("--rebuild", action="store_true", help="ignore an existing index at --out")
     parser.add_argument("--max-pixels", type=int, default=None, help="decompression-bomb guard (pixels)")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast for the forward on CUDA (no effect on a CPU)")
     parser.add_argument("--merge", action="store_true", help="merge OUT/shards/*-of-N into OUT and exit")
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from dgml_viz.data.discovery import parse_shard
     from dgml_viz.errors import ConfigError
     from dgml_viz.index.builder import build_index, merge_shards
+    from dgml_viz.validation import check_device
 
     if args.merge:
         out = merge_shards(args.out)
@@ -59,15 +59,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--ckpt and --images are required (unless --merge)")
     if args.batch_size < 1 or args.chunk_size < 1 or (args.processes is not None and args.processes < 1):
         raise ConfigError("--batch-size, --chunk-size and --processes must be >= 1")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"--device {device!r}: {exc}") from None
+    device = check_device(args.device, "--device")  # auto (None): CUDA when available, else CPU
     stats = build_index(args.ckpt, args.images, args.out, batch_size=args.batch_size, workers=args.workers,
                         device=device, resume=args.resume, shard=parse_shard(args.shard),
                         chunk_size=args.chunk_size, max_pixels=args.max_pixels, rebuild=args.rebuild,
-                        processes=args.processes)
+                        processes=args.processes, amp=args.amp)
     summary = stats.as_dict()
     rate = stats.embedded / stats.seconds if stats.seconds > 0 else 0.0
     logger.info("index %s: %d embedded (%.1f img/s), %d unchanged, %d resumed, %d removed, %d bad", stats.out,

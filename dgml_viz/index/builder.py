@@ -276,7 +276,8 @@ class _ChunkWriter:
 
 
 def _embed(model: Any, items: Sequence[tuple[Path, tuple[int, int]]], writer: _ChunkWriter, *, batch_size: int,
-           workers: int, max_pixels: int | None, progress: Callable[[int], None]) -> tuple[int, int, str]:
+           workers: int, max_pixels: int | None, progress: Callable[[int], None],
+           amp: bool = False) -> tuple[int, int, str]:
     """Embed ``items`` (path, stamp) into ``writer``; returns ``(embedded, failed, decode schedule)``. Decoding
     runs in ``workers`` threads, overlapped with the forward or in its gaps, or inline with ``workers=0``
     (:class:`_Decoder`); ``progress(n)`` is called after every batch of ``n`` files."""
@@ -296,7 +297,7 @@ def _embed(model: Any, items: Sequence[tuple[Path, tuple[int, int]]], writer: _C
                 batch.append((path, stamp, *res))
         if batch:
             t0 = time.perf_counter()
-            out = run_batch(model, [b[2] for b in batch])
+            out = run_batch(model, [b[2] for b in batch], amp=amp)
             decoder.choose(time.perf_counter() - t0, len(batch))
             groups = out.groups.detach().float().cpu().numpy().astype(GROUPS_DTYPE, copy=False)
             att = None if out.attention is None else \
@@ -310,7 +311,7 @@ def _embed(model: Any, items: Sequence[tuple[Path, tuple[int, int]]], writer: _C
 
 def _embed_all(model: Any, items: Sequence[tuple[Path, Stamp]], folder: Path, sha: str, first: int, *,
                processes: int | None, batch_size: int, workers: int, chunk_size: int, max_pixels: int | None,
-               progress: Callable[[int], None]) -> tuple[list[Chunk], int, str, int]:
+               progress: Callable[[int], None], amp: bool = False) -> tuple[list[Chunk], int, str, int]:
     """Embed ``items`` into pending chunks numbered from ``first``, in this process or in worker processes
     (:func:`choose_processes`); returns ``(chunks written, images embedded, decode schedule, processes)``.
 
@@ -319,7 +320,7 @@ def _embed_all(model: Any, items: Sequence[tuple[Path, Stamp]], folder: Path, sh
     vs 0.90-0.91, 2026-12-04; ``bench/RESULTS.md``) embed faster so."""
     procs = choose_processes(processes, model, len(items), batch_size)
     writer = _ChunkWriter(folder, chunk_size, sha, first)
-    kw = {"batch_size": batch_size, "max_pixels": max_pixels, "progress": progress}
+    kw = {"batch_size": batch_size, "max_pixels": max_pixels, "progress": progress, "amp": amp}
     if procs > 1:
         fresh = _embed_forked(model, items, folder, sha, first, processes=procs, chunk_size=chunk_size, **kw)
         return fresh, sum(len(rows.paths) for rows, _ in fresh), "inline", procs
@@ -329,7 +330,7 @@ def _embed_all(model: Any, items: Sequence[tuple[Path, Stamp]], folder: Path, sh
 
 def _embed_forked(model: Any, items: Sequence[tuple[Path, Stamp]], folder: Path, sha: str, first: int, *,
                   processes: int, batch_size: int, chunk_size: int, max_pixels: int | None,
-                  progress: Callable[[int], None]) -> list[Chunk]:
+                  progress: Callable[[int], None], amp: bool = False) -> list[Chunk]:
     """Embed ``items`` in ``processes`` forked workers (:func:`dgml_viz.utils.processes.run_forked`), each with
     one torch thread and inline decoding. The items are cut into units of
     whole batches in input order; unit ``u`` becomes pending chunk ``first + u`` (so the chunks, read back in
@@ -340,7 +341,7 @@ def _embed_forked(model: Any, items: Sequence[tuple[Path, Stamp]], folder: Path,
     def work(u: int, report: Callable[[int], None]) -> None:
         writer = _ChunkWriter(folder, unit, sha, first + u)
         _embed(model, items[u * unit:(u + 1) * unit], writer, batch_size=batch_size, workers=0,
-               max_pixels=max_pixels, progress=report)
+               max_pixels=max_pixels, progress=report, amp=amp)
 
     logger.debug("embedding %d images in %d processes, %d units of %d", len(items), processes, units, unit)
     run_forked(work, units, processes, progress=progress, name="index-worker")
@@ -500,7 +501,7 @@ def build_index(ckpt: str | os.PathLike[str], images: str | os.PathLike[str], ou
                 batch_size: int = 32, workers: int = 2, device: str | torch.device | None = None,
                 resume: bool = False, shard: tuple[int, int] | None = None, chunk_size: int = 1024,
                 max_pixels: int | None = None, rebuild: bool = False, progress: bool = True,
-                processes: int | None = None) -> BuildStats:
+                processes: int | None = None, amp: bool = False) -> BuildStats:
     """Embed the images named by ``images`` with the checkpoint ``ckpt`` into the index ``out``.
 
     Args:
@@ -521,6 +522,7 @@ def build_index(ckpt: str | os.PathLike[str], images: str | os.PathLike[str], ou
         processes: worker processes that embed (forked, sharing the loaded model; each writes its own
             pending chunks); default :func:`choose_processes` (on a CPU: one per torch thread), 1 = this
             process (decode threads beside the forward).
+        amp: bf16 autocast for the forward on CUDA (no effect on a CPU); the index stores float32 / float16 as always.
 
     Returns:
         :class:`BuildStats` of the run.
@@ -547,7 +549,7 @@ def build_index(ckpt: str | os.PathLike[str], images: str | os.PathLike[str], ou
         fresh, stats.embedded, stats.decode, stats.processes = _embed_all(
             model, plan.todo, target / PENDING, sha, _next_chunk_number(target / PENDING, chunks),
             processes=processes, batch_size=batch_size, workers=workers, chunk_size=chunk_size,
-            max_pixels=max_pixels, progress=bar.update)
+            max_pixels=max_pixels, progress=bar.update, amp=amp)
     stats.embed_seconds = time.perf_counter() - t_embed
     new_chunks = chunks + fresh
     errors = plan.errors + _chunk_errors(new_chunks, wanted)
