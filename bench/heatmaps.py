@@ -177,23 +177,30 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
         model, label = build_model(args.model, tmp)
+        model = model.to(args.device).eval()
+        cuda = torch.device(args.device).type == "cuda"
+        if cuda:
+            label += f" on {torch.cuda.get_device_name()}" + (" bf16 autocast" if args.amp else " fp32")
         paths = make_images(tmp / "imgs", args.n, args.images)
         tensors = [prepare_image(p, model.transform)[0] for p in paths]
         batches = [torch.stack(tensors[i:i + args.batch_size]) for i in range(0, len(tensors), args.batch_size)]
-        run_batch(model, batches[0])  # warm-up
+        run_batch(model, batches[0], amp=args.amp)  # warm-up
         fwd, fwd1, e2e, fwd_cpu, e2e_cpu, base, base_cpu = [], [], [], [], [], [], []
 
         def bare() -> tuple[float, float]:
             t0, c0 = time.perf_counter(), time.process_time()
             for b in batches:
-                run_batch(model, b)
+                out = run_batch(model, b, amp=args.amp)
+                out.embedding.float().cpu()  # results on the host, as the pipeline needs them
+            if cuda:
+                torch.cuda.synchronize()
             return len(paths) / (time.perf_counter() - t0), (time.process_time() - c0) / len(paths)
 
         for rep in range(args.reps):
             rate, cpu = bare()
             fwd.append(rate)
             fwd_cpu.append(cpu)
-            if args.threads > 1:  # the bare forward with one thread too: on a busy box it can be the faster
+            if args.threads > 1 and not cuda:  # the bare forward with one thread too: on a busy box it can be the faster
                 torch.set_num_threads(1)
                 t0 = time.perf_counter()
                 for b in batches:
@@ -217,7 +224,8 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
                 t0 = time.perf_counter()
                 c0 = time.process_time() + _children_cpu()
                 recs = list(process(model, sources, out, groups=list(range(model.num_groups)), fmt=args.format,
-                                    options=opts, batch_size=args.batch_size, workers=args.workers, processes=procs))
+                                    options=opts, batch_size=args.batch_size, workers=args.workers, processes=procs,
+                                    amp=args.amp))
                 rate = len(paths) / (time.perf_counter() - t0)
                 cpu = (time.process_time() + _children_cpu() - c0) / len(paths)  # worker processes included
                 runs.append(((nice, procs), rate, cpu))
@@ -365,6 +373,8 @@ def main() -> None:
     ap.add_argument("--nice", type=lambda v: [int(x) for x in v.split(",")], default=[],
                     help="also run the pipeline with these background-thread nice increments (e.g. 0), side by "
                          "side with the default (dgml_viz.utils.threads.BACKGROUND_NICE) in every repetition")
+    ap.add_argument("--device", default="cpu", help="the model's device (cuda: the GPU figures of issue 16)")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA, bare forward and pipeline alike")
     ap.add_argument("--processes", type=lambda v: [int(x) for x in v.split(",")], default=[],
                     help="also run the pipeline with these worker-process counts (e.g. 1: one process with threads), "
                          "side by side with the default (processes=None: chosen by the run) in every repetition")

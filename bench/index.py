@@ -102,14 +102,17 @@ def bench_throughput(args: argparse.Namespace) -> dict:
         torch.manual_seed(0)
         ckpt = save_checkpoint(create_model("resnet50", groups=3, dim=512), tmp / "r50.pt")
         files = _images(tmp / "imgs", args.n, "photos")
-    model = load_checkpoint(ckpt).eval()
+    model = load_checkpoint(ckpt).to(args.device).eval()
+    cuda = torch.device(args.device).type == "cuda"
     tensors = [prepare_image(p, model.transform)[0] for p in files]
-    run_batch(model, tensors[: args.batch_size])  # warm-up
+    run_batch(model, tensors[: args.batch_size], amp=args.amp)  # warm-up
 
     def forward() -> float:
         t0 = time.perf_counter()
         for s in range(0, len(tensors), args.batch_size):
-            run_batch(model, tensors[s:s + args.batch_size])
+            run_batch(model, tensors[s:s + args.batch_size], amp=args.amp).groups.float().cpu()  # on the host
+        if cuda:
+            torch.cuda.synchronize()
         return len(tensors) / (time.perf_counter() - t0)
 
     fwd, idx, ratios, embed_ratios, fixed, schedules, procs = [], [], [], [], [], set(), set()
@@ -119,7 +122,8 @@ def bench_throughput(args: argparse.Namespace) -> dict:
             threads.BACKGROUND_NICE = nice
             t0 = time.perf_counter()
             stats = build_index(ckpt, tmp / "imgs", tmp / f"ix{k}", batch_size=args.batch_size,
-                                workers=args.workers, progress=False, processes=processes)
+                                workers=args.workers, progress=False, processes=processes, device=args.device,
+                                amp=args.amp)
             i = stats.embedded / (time.perf_counter() - t0)
             threads.BACKGROUND_NICE = default_nice
             shutil.rmtree(tmp / f"ix{k}", ignore_errors=True)
@@ -140,7 +144,8 @@ def bench_throughput(args: argparse.Namespace) -> dict:
     def label(nice: int, processes: int | None) -> str:
         return f"nice={nice},processes={'auto' if processes is None else processes}"
 
-    return {"bench": "index_throughput", "model": args.model, "checkpoint": str(ckpt), "images": len(files),
+    return {"bench": "index_throughput", "model": args.model, "device": args.device, "amp": args.amp,
+            "checkpoint": str(ckpt), "images": len(files),
             "batch_size": args.batch_size, "workers": args.workers, "threads": args.threads,
             "forward_img_s": round(statistics.median(fwd), 2), "index_img_s": round(statistics.median(idx), 2),
             "ratio_median": round(statistics.median(ratios), 3), "ratios": [round(r, 3) for r in ratios],
@@ -352,6 +357,8 @@ def main() -> None:
     p.add_argument("--processes", type=lambda v: [int(x) for x in v.split(",")], default=[],
                    help="throughput: also index with these worker-process counts (e.g. 1 = one process with decode "
                         "threads), side by side with the default (choose_processes) in every repetition")
+    p.add_argument("--device", default="cpu", help="throughput: the model's device (cuda: issue 16's GPU figures)")
+    p.add_argument("--amp", action="store_true", help="throughput: bf16 autocast on CUDA, bare forward and index alike")
     p.add_argument("--sizes", default="60000,1000000")
     p.add_argument("--queries", type=int, default=100)
     args = p.parse_args()
