@@ -163,3 +163,43 @@ def test_bad_inputs_exit_2_with_one_line(setup: dict[str, Path], capsys: pytest.
         lines = [ln for ln in err.splitlines() if ln.startswith("dgml-viz ")]
         assert len(lines) == 1 and needle in lines[0], (argv, err)
         assert "Traceback" not in err
+
+
+def test_search_over_3000_images_equals_a_brute_force_of_its_own(ckpt: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """At scale: 3,000 crops of real photos (PNG and JPEG written by Pillow) indexed by the CLI (forked workers,
+    chunks of 512); every hit of `search --json` for 8 queries, all groups and a subset, equals a numpy brute
+    force over embeddings of a plain in-process forward of the same files (no index code involved)."""
+    import skimage.data
+
+    rng = np.random.default_rng(7)
+    photos = [np.ascontiguousarray(getattr(skimage.data, k)()[..., :3]) for k in ("astronaut", "chelsea", "coffee",
+                                                                                 "rocket")]
+    files = []
+    for i in range(3000):
+        src = photos[i % 4]
+        h, w = int(rng.integers(40, 120)), int(rng.integers(40, 120))
+        y, x = int(rng.integers(0, src.shape[0] - h)), int(rng.integers(0, src.shape[1] - w))
+        path = tmp_path / "imgs" / f"c{i % 30:02d}" / f"i{i:04d}.{'jpg' if i % 3 else 'png'}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(src[y:y + h, x:x + w])).save(path)
+        files.append(path.resolve())
+    out = tmp_path / "ix"
+    assert main(["index", "--ckpt", str(ckpt), "--images", str(tmp_path / "imgs"), "--out", str(out),
+                 "--chunk-size", "512", "--processes", "2"]) == 0
+    model = load_checkpoint(ckpt).eval()
+    gallery = np.concatenate([run_batch(model, [prepare_image(p, model.transform)[0] for p in files[s:s + 100]])
+                              .groups.float().numpy() for s in range(0, len(files), 100)]).astype(np.float64)
+    row = {str(p): i for i, p in enumerate(files)}
+    for q in rng.choice(len(files), 8, replace=False):
+        for groups, sel in ((None, [0, 1, 2]), ("0,2", [0, 2])):
+            code, text, _ = run_cli(capsys, "search", "--index", str(out), "--query", str(files[q]), "--topk", "10",
+                                    "--json", *(["--groups", groups] if groups else []))
+            assert code == 0
+            hits = json.loads(text)["neighbours"]
+            sims = np.einsum("kd,nkd->nk", gallery[q], gallery)[:, sel].mean(1)
+            np.testing.assert_allclose([h["similarity"] for h in hits], np.sort(sims)[::-1][:10], atol=1e-4)
+            for h in hits:  # each hit is the file it names, with its own similarity and per-group terms
+                np.testing.assert_allclose(h["group_similarity"],
+                                           np.einsum("kd,kd->k", gallery[q], gallery[row[h["path"]]]), atol=1e-4)
+                assert h["similarity"] == pytest.approx(sims[row[h["path"]]], abs=1e-4)
