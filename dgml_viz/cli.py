@@ -57,7 +57,11 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dgml-viz`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _build_parser(argv)
+    try:
+        parser = _build_parser(argv)  # imports the command's module: torch, seconds on a cold start
+    except KeyboardInterrupt:
+        print("dgml-viz: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose > 1 else logging.INFO,
