@@ -15,8 +15,8 @@ and CPU time per image of both (process CPU time, all threads: robust to other j
 machine; ``cpu_ratio`` = forward CPU / pipeline CPU is the ratio an idle machine would approach).
 The 2-thread bare forward is timed before and after the pipeline runs of each repetition and their mean
 is the reference (this box changes speed within seconds). ``--processes 1`` (or any counts) adds
-side-by-side variants of the worker-process choice (``by_variant``; default ``processes=None``: a light
-CPU model runs in forked single-thread workers, see ``dgml_viz.commands.heatmaps.process``); CPU time
+side-by-side variants of the worker-process choice (``by_variant``; default ``processes=None``: on a CPU
+the run goes to forked single-thread workers, see ``dgml_viz.commands.heatmaps.process``); CPU time
 then includes the finished worker processes. ``--model demo`` uses checkpoints/demo.pt (falls back to small_cnn
 at 96 px if absent, and says so).
 
@@ -202,10 +202,7 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
             fwd_cpu.append(cpu)
             if args.threads > 1 and not cuda:  # the bare forward with one thread too: on a busy box it can be the faster
                 torch.set_num_threads(1)
-                t0 = time.perf_counter()
-                for b in batches:
-                    run_batch(model, b)
-                fwd1.append(len(paths) / (time.perf_counter() - t0))
+                fwd1.append(bare()[0])
                 torch.set_num_threads(args.threads)
             sources = [Source(p, p.relative_to(tmp / "imgs").as_posix()) for p in paths]
             opts = RenderOptions(max_side=args.size)

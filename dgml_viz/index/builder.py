@@ -319,11 +319,11 @@ def _embed_all(model: Any, items: Sequence[tuple[Path, Stamp]], folder: Path, sh
     2-core CPU both the demo model (0.96 vs 0.70 of the bare forward in one process) and a ResNet-50 (1.00-1.04
     vs 0.90-0.91, 2026-12-04; ``bench/RESULTS.md``) embed faster so."""
     procs = choose_processes(processes, model, len(items), batch_size)
-    writer = _ChunkWriter(folder, chunk_size, sha, first)
     kw = {"batch_size": batch_size, "max_pixels": max_pixels, "progress": progress, "amp": amp}
     if procs > 1:
         fresh = _embed_forked(model, items, folder, sha, first, processes=procs, chunk_size=chunk_size, **kw)
         return fresh, sum(len(rows.paths) for rows, _ in fresh), "inline", procs
+    writer = _ChunkWriter(folder, chunk_size, sha, first)
     n, _, schedule = _embed(model, items, writer, workers=workers, **kw)
     return writer.written, n, schedule, 1
 

@@ -29,7 +29,7 @@ import signal
 import sys
 from typing import Any, Callable, Iterator
 
-from dgml_viz.errors import DgmlVizError, WorkerError
+from dgml_viz.errors import ConfigError, DgmlVizError, WorkerError
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,6 @@ def choose_processes(requested: int | None, model: Any, items: int, batch_size: 
     job, no fork)."""
     import torch
 
-    from dgml_viz.errors import ConfigError
     from dgml_viz.inference import model_device
 
     if requested is not None and requested < 1:
@@ -72,12 +71,11 @@ def choose_processes(requested: int | None, model: Any, items: int, batch_size: 
     return max(1, min(torch.get_num_threads(), MAX_AUTO_PROCESSES, items // (MIN_BATCHES_PER_PROCESS * batch_size)))
 
 
-def unit_size(items: int, processes: int, batch_size: int, cap: int | None = None) -> int:
+def unit_size(items: int, processes: int, batch_size: int, cap: int) -> int:
     """Inputs per work unit: whole batches, at most ``cap``, small enough for ~:data:`UNITS_PER_PROCESS`
     units per process (the last units balance the load)."""
     per = -(-items // (processes * UNITS_PER_PROCESS))
-    size = -(-per // batch_size) * batch_size
-    return max(1, size if cap is None else min(cap, size))
+    return max(1, min(cap, -(-per // batch_size) * batch_size))
 
 
 def _die_with_parent(parent: int) -> None:
@@ -140,8 +138,6 @@ def iter_forked(work: Work, units: int, processes: int, *, name: str = "worker",
             before was yielded, the other children are stopped. ConfigError: fork is not available here.
     Closing the generator early stops the children.
     """
-    from dgml_viz.errors import ConfigError
-
     if not can_fork():
         raise ConfigError("worker processes need Linux (fork); use one process on this platform")
     if units <= 0:
