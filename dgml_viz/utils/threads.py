@@ -13,11 +13,13 @@ priority (on macOS the same call would address a *process* with that number). Ra
 no privilege; a failure is logged and ignored.
 
 Fork safety: ``shutdown(wait=True)`` (leaving the ``with`` block) returns only once the pool's threads are
-gone from the kernel, not only from Python. A thread's last steps run after Python's join returns (its
+gone from the kernel, not only from Python, and no other thread has ended for 10 ms (the OpenMP team threads
+the pool's threads started end just after them). A thread's last steps run after Python's join returns (its
 thread-local destructors: MKL frees its per-thread buffers under a process-wide lock), and a process forked
 during them inherits that lock held: the child's first MKL call (any matmul) spins forever. Seen here with
 torch 2.14.1: 18 of 40 forks right after a pool of 2 matmul threads ended gave a hung child, 0 of 300 once
-the threads were gone; ``dgml-viz heatmaps`` forks its workers right after its probe batch's pools end.
+the pool's threads were gone; waiting only for those, one fork of ~225 in a test-suite run still hung (found as a hung ``dgml-viz heatmaps`` worker forked right after an in-process
+pipeline's pools had ended).
 """
 from __future__ import annotations
 
@@ -50,6 +52,8 @@ def lower_priority(increment: int) -> bool:
 
 #: longest wait for a finished pool thread to leave the kernel (it takes microseconds; a log line past this)
 THREAD_EXIT_TIMEOUT_S = 2.0
+#: ... and how long no other thread must have ended before the pool counts as settled (see _wait_settled)
+THREAD_SETTLE_S = 0.01
 
 
 class _BackgroundPool(ThreadPoolExecutor):
@@ -65,9 +69,33 @@ class _BackgroundPool(ThreadPoolExecutor):
         lower_priority(increment)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        others = _task_ids() - set(self._tids)
         super().shutdown(wait, cancel_futures=cancel_futures)
         if wait:
             wait_thread_exit(self._tids)
+            _wait_settled(others)
+
+
+def _task_ids() -> set[int]:
+    """Native ids of this process's threads (Linux ``/proc/self/task``; empty elsewhere)."""
+    try:
+        return {int(t) for t in os.listdir("/proc/self/task")}
+    except OSError:
+        return set()
+
+
+def _wait_settled(tids: set[int], quiet_s: float = THREAD_SETTLE_S, timeout_s: float = THREAD_EXIT_TIMEOUT_S) -> None:
+    """Wait until no thread of ``tids`` has ended for ``quiet_s``: the OpenMP team threads a pool thread
+    started for its matmuls (not Python threads, not in the pool's list) are released when it exits and end
+    just after it, running the same destructors."""
+    deadline = time.monotonic() + timeout_s
+    alive = tids & _task_ids()
+    quiet_until = time.monotonic() + quiet_s
+    while time.monotonic() < min(quiet_until, deadline):
+        time.sleep(0.0005)
+        now = alive & _task_ids()
+        if now != alive:
+            alive, quiet_until = now, time.monotonic() + quiet_s
 
 
 def wait_thread_exit(tids: list[int], timeout_s: float = THREAD_EXIT_TIMEOUT_S) -> bool:
